@@ -1,0 +1,129 @@
+"""Labeling API: thin views over the services; service refusals become 400s that say why."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling import roles
+from labeling.api import serializers as s
+from labeling.models import PromptSet
+from labeling.selectors import prompt_sets_with_progress
+from labeling.services.errors import LabelingError
+from labeling.services.importing import import_file
+from labeling.services.queue import next_task_for, skip_assignment
+from labeling.services.ranking import submit_ranking
+
+
+class CanAnnotate(permissions.BasePermission):
+    message = "Only annotators can take and rank tasks."
+
+    def has_permission(self, request, view) -> bool:
+        return roles.can_annotate(request.user)
+
+
+def _refused(error: LabelingError) -> Response:
+    return Response({"code": error.code, "detail": error.message}, status=status.HTTP_400_BAD_REQUEST)
+
+
+class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
+    """Prompt sets with their progress; admins import prompts and rollouts into one."""
+
+    serializer_class = s.PromptSetOut
+
+    def get_queryset(self):
+        return prompt_sets_with_progress(include_paused=self.request.user.is_staff).order_by("name")
+
+    @extend_schema(request=s.ImportIn, responses={201: s.ImportOut, 400: OpenApiResponse(description="Bad file")})
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="import",
+        permission_classes=[permissions.IsAdminUser],
+        parser_classes=[MultiPartParser, FormParser, JSONParser],
+    )
+    def import_rollouts(self, request: Request, pk: str | None = None) -> Response:
+        prompt_set = self.get_object()
+        params = s.ImportIn(data=request.data)
+        params.is_valid(raise_exception=True)
+        upload = params.validated_data.get("file")
+        data = upload.read() if upload else params.validated_data["content"]
+        try:
+            report = import_file(
+                prompt_set=prompt_set,
+                data=data,
+                filename=getattr(upload, "name", ""),
+                fmt=params.validated_data.get("format"),
+            )
+        except LabelingError as error:
+            body = {"code": error.code, "detail": error.message}
+            if hasattr(error, "errors"):
+                body["errors"] = [{"line": line, "reason": reason} for line, reason in error.errors]
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        return Response(s.ImportOut(asdict(report)).data, status=status.HTTP_201_CREATED)
+
+
+class NextTaskView(APIView):
+    permission_classes = [CanAnnotate]
+
+    @extend_schema(
+        request=s.NextTaskIn,
+        responses={200: s.AssignmentOut, 204: OpenApiResponse(description="Nothing left for you to rank")},
+    )
+    def post(self, request: Request) -> Response:
+        """Lease the next task (or return the one you already hold)."""
+        params = s.NextTaskIn(data=request.data)
+        params.is_valid(raise_exception=True)
+        prompt_set = None
+        if "prompt_set" in params.validated_data:
+            prompt_set = PromptSet.objects.filter(pk=params.validated_data["prompt_set"]).first()
+            if prompt_set is None:
+                raise ValidationError({"prompt_set": "Unknown prompt set."})
+        assignment = next_task_for(request.user, prompt_set=prompt_set)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(s.AssignmentOut(assignment).data)
+
+
+class SubmitRankingView(APIView):
+    permission_classes = [CanAnnotate]
+
+    @extend_schema(request=s.SubmitIn, responses={201: s.RankingOut, 200: s.RankingOut})
+    def post(self, request: Request) -> Response:
+        """Submit a ranking. Retrying returns the first ranking with 200 (never a second one)."""
+        params = s.SubmitIn(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        try:
+            result = submit_ranking(
+                annotator=request.user,
+                assignment_id=data["assignment"],
+                tiers=data["tiers"],
+                all_bad=data["all_bad"],
+                flags=data.get("flags") or {},
+                time_spent_ms=data.get("time_spent_ms"),
+            )
+        except LabelingError as error:
+            return _refused(error)
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        return Response(s.RankingOut(result.ranking).data, status=code)
+
+
+class SkipView(APIView):
+    permission_classes = [CanAnnotate]
+
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="Skipped")})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        """Pass on a task; it goes back to the pool for others."""
+        try:
+            assignment = skip_assignment(annotator=request.user, assignment_id=assignment_id)
+        except LabelingError as error:
+            return _refused(error)
+        return Response({"assignment": assignment.pk, "status": assignment.status})

@@ -1,0 +1,44 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+
+from labeling import roles
+from labeling.demo import demo_jsonl
+from labeling.models import PromptSet
+from labeling.services.importing import import_file
+
+DEMO_SET = "Demo: explain like I'm twelve"
+
+
+class Command(BaseCommand):
+    help = "Create the demo prompt set and demo accounts (admin, annotator, researcher). Safe to run twice."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--password", default="prefloop-demo", help="Password for the demo accounts.")
+
+    def handle(self, *args, **options) -> None:
+        roles.ensure_groups()
+        password = options["password"]
+        users = get_user_model().objects
+        accounts = {
+            "admin": {"is_staff": True, "is_superuser": True},
+            "annotator": {},
+            "annotator2": {},
+            "researcher": {"is_staff": True},
+        }
+        for username, flags in accounts.items():
+            user, created = users.get_or_create(username=username, defaults=flags)
+            if created:
+                user.set_password(password)
+                user.save()
+            if username.startswith("annotator"):
+                user.groups.add(Group.objects.get(name=roles.ANNOTATORS))
+            if username == "researcher":
+                user.groups.add(Group.objects.get(name=roles.RESEARCHERS))
+        prompt_set, _ = PromptSet.objects.get_or_create(
+            name=DEMO_SET,
+            defaults={"description": "Twenty prompts, four responses each.", "rollouts_per_task": 4, "overlap": 2},
+        )
+        report = import_file(prompt_set=prompt_set, data=demo_jsonl())
+        self.stdout.write(f"{prompt_set}: {report}")
+        self.stdout.write(self.style.SUCCESS(f"Demo accounts (password {password!r}): " + ", ".join(accounts)))

@@ -1,0 +1,209 @@
+"""Prompt sets, rollouts and the ranking queue.
+
+The queue's guarantees live in the schema: a task's `active_count` can never exceed its `overlap`
+(a CHECK constraint, moved only by conditional UPDATEs), an annotator holds a task at most once
+(UNIQUE task+annotator) and one lease at a time, and a ranking belongs to exactly one assignment
+(so a retried submit cannot create a second one).
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+MIN_ROLLOUTS_PER_TASK = 2
+MAX_ROLLOUTS_PER_TASK = 9
+
+
+class PromptSet(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    rollouts_per_task = models.PositiveSmallIntegerField(
+        default=4,
+        validators=[MinValueValidator(MIN_ROLLOUTS_PER_TASK), MaxValueValidator(MAX_ROLLOUTS_PER_TASK)],
+        help_text="How many rollouts an annotator ranks at once (2–9).",
+    )
+    overlap = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="How many different annotators rank each task.",
+    )
+    is_paused = models.BooleanField(default=False, help_text="Paused sets hand out no new tasks.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(rollouts_per_task__gte=MIN_ROLLOUTS_PER_TASK)
+                & Q(rollouts_per_task__lte=MAX_ROLLOUTS_PER_TASK),
+                name="promptset_rollouts_per_task_2_to_9",
+            ),
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="promptset_overlap_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    """One prompt: plain text, or a chat (`messages`, a list of {role, content})."""
+
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="prompts")
+    text = models.TextField(blank=True, help_text="Plain-text prompt (empty for chat prompts).")
+    messages = models.JSONField(null=True, blank=True, help_text="Chat prompt: [{role, content}, ...].")
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the prompt's canonical JSON.")
+    external_id = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt_set", "content_hash"], name="prompt_unique_in_set"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_text[:80]
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    @property
+    def display_text(self) -> str:
+        if self.messages is None:
+            return self.text
+        return "\n\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+
+
+class Rollout(models.Model):
+    """A model response to a prompt. Its text is untrusted: templates render it escaped."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="rollouts")
+    text = models.TextField()
+    policy = models.CharField(max_length=200, blank=True, help_text="Policy (model version) that wrote it.")
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the response text.")
+    generation = models.JSONField(default=dict, blank=True, help_text="Sampling settings, seed, etc.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # The same text from the same policy is one rollout: re-imports and duplicate samples collapse.
+            models.UniqueConstraint(fields=["prompt", "policy", "content_hash"], name="rollout_unique_per_policy"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy or 'rollout'} #{self.pk}"
+
+
+class RankingTask(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        DONE = "done", "Done"
+
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="tasks")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
+    rollouts = models.ManyToManyField(Rollout, through="TaskRollout", related_name="tasks")
+    rollout_key = models.CharField(max_length=64, help_text="Hash of the sorted rollout ids (dedupes tasks).")
+    overlap = models.PositiveSmallIntegerField(help_text="Copied from the set when the task was built.")
+    active_count = models.PositiveSmallIntegerField(default=0, help_text="Live leases + submitted rankings.")
+    completed_count = models.PositiveSmallIntegerField(default=0, help_text="Submitted rankings.")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    round = models.PositiveIntegerField(default=0, help_text="Refresh round that built the task.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt", "rollout_key"], name="task_unique_rollout_group"),
+            models.CheckConstraint(condition=Q(active_count__lte=F("overlap")), name="task_never_beyond_overlap"),
+            models.CheckConstraint(
+                condition=Q(completed_count__lte=F("active_count")), name="task_completed_within_active"
+            ),
+        ]
+        indexes = [
+            # The queue's hot path: open tasks of a set with free slots, most-started first.
+            models.Index(fields=["prompt_set", "status", "active_count", "id"], name="task_queue_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Task #{self.pk} ({self.completed_count}/{self.overlap})"
+
+
+class TaskRollout(models.Model):
+    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="task_rollouts")
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "rollout"], name="task_rollout_unique")]
+
+
+class Assignment(models.Model):
+    """A task leased to one annotator. Leases expire; the slot then returns to the pool."""
+
+    class Status(models.TextChoices):
+        LEASED = "leased", "Leased"
+        SUBMITTED = "submitted", "Submitted"
+        EXPIRED = "expired", "Expired"
+        SKIPPED = "skipped", "Skipped"
+
+    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.LEASED)
+    display_order = models.JSONField(help_text="Rollout ids in the (random) order this annotator saw them.")
+    leased_at = models.DateTimeField()
+    leased_until = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "annotator"], name="assignment_once_per_annotator"),
+            models.UniqueConstraint(
+                fields=["annotator"], condition=Q(status="leased"), name="assignment_one_live_lease"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "leased_until"], name="assignment_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Assignment #{self.pk} ({self.status})"
+
+
+class Ranking(models.Model):
+    """What the annotator said, stored as given: pairs are derived at export, not here."""
+
+    class FlagReason(models.TextChoices):
+        HARMFUL = "harmful", "Harmful"
+        BROKEN = "broken", "Broken"
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="ranking")
+    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="rankings")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rankings")
+    tiers = models.JSONField(help_text="Rollout ids best → worst; ids in one inner list are tied.")
+    all_bad = models.BooleanField(default=False)
+    flags = models.JSONField(default=dict, blank=True, help_text="{rollout_id: 'harmful'|'broken'}")
+    display_order = models.JSONField(help_text="Order the rollouts were shown in.")
+    time_spent_ms = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "annotator"], name="ranking_once_per_annotator"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="ranking_created_idx")]
+
+    def __str__(self) -> str:
+        return f"Ranking #{self.pk}"
+
+    @property
+    def has_ties(self) -> bool:
+        return any(len(tier) > 1 for tier in self.tiers)

@@ -1,0 +1,95 @@
+"""Read queries for pages, the API and the training app (which reads labeling only through here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Avg, Count, Q, QuerySet
+
+from labeling.models import Assignment, PromptSet, Ranking, RankingTask, Rollout
+
+
+@dataclass(frozen=True)
+class Progress:
+    tasks: int
+    done: int
+    in_progress: int
+    open: int
+    rankings: int
+
+    @property
+    def percent_done(self) -> int:
+        return round(100 * self.done / self.tasks) if self.tasks else 0
+
+
+def prompt_sets_with_progress(*, include_paused: bool = True) -> QuerySet[PromptSet]:
+    """Prompt sets annotated with task counts: done, in progress (some slot taken), open (untouched)."""
+    sets = PromptSet.objects.all()
+    if not include_paused:
+        sets = sets.filter(is_paused=False)
+    return sets.annotate(
+        n_tasks=Count("tasks", distinct=True),
+        n_done=Count("tasks", filter=Q(tasks__status=RankingTask.Status.DONE), distinct=True),
+        n_in_progress=Count(
+            "tasks", filter=Q(tasks__status=RankingTask.Status.OPEN, tasks__active_count__gt=0), distinct=True
+        ),
+    )
+
+
+def progress_of(prompt_set: PromptSet) -> Progress:
+    tasks = RankingTask.objects.filter(prompt_set=prompt_set)
+    counts = tasks.aggregate(
+        total=Count("id"),
+        done=Count("id", filter=Q(status=RankingTask.Status.DONE)),
+        in_progress=Count("id", filter=Q(status=RankingTask.Status.OPEN, active_count__gt=0)),
+    )
+    return Progress(
+        tasks=counts["total"],
+        done=counts["done"],
+        in_progress=counts["in_progress"],
+        open=counts["total"] - counts["done"] - counts["in_progress"],
+        rankings=Ranking.objects.filter(task__prompt_set=prompt_set).count(),
+    )
+
+
+@dataclass(frozen=True)
+class AnnotatorStats:
+    rankings: int
+    skipped: int
+    mean_seconds: float | None
+
+
+def annotator_stats(annotator: AbstractBaseUser) -> AnnotatorStats:
+    rankings = Ranking.objects.filter(annotator=annotator)
+    avg = rankings.aggregate(avg=Avg("time_spent_ms"))["avg"]
+    return AnnotatorStats(
+        rankings=rankings.count(),
+        skipped=Assignment.objects.filter(annotator=annotator, status=Assignment.Status.SKIPPED).count(),
+        mean_seconds=round(avg / 1000, 1) if avg is not None else None,
+    )
+
+
+def remaining_for(annotator: AbstractBaseUser, prompt_set: PromptSet) -> int:
+    """Tasks of the set this annotator could still be handed (an estimate for the progress counter)."""
+    return (
+        RankingTask.objects.filter(prompt_set=prompt_set, status=RankingTask.Status.OPEN)
+        .exclude(assignments__annotator=annotator)
+        .count()
+    )
+
+
+def shown_rollouts(assignment: Assignment) -> list[Rollout]:
+    """The assignment's rollouts in the order this annotator sees them."""
+    by_id = Rollout.objects.in_bulk(assignment.display_order)
+    return [by_id[rid] for rid in assignment.display_order]
+
+
+def rankings_for_export(*, prompt_set_ids: list[int], since=None, until=None, annotator_ids=None) -> QuerySet[Ranking]:
+    rankings = Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids).select_related("task")
+    if since is not None:
+        rankings = rankings.filter(created_at__gte=since)
+    if until is not None:
+        rankings = rankings.filter(created_at__lt=until)
+    if annotator_ids:
+        rankings = rankings.filter(annotator_id__in=annotator_ids)
+    return rankings.order_by("id")

@@ -1,0 +1,107 @@
+"""Import prompts with rollouts into a prompt set: all or nothing, and idempotent."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+
+from labeling.models import Prompt, PromptSet, Rollout
+from labeling.services.errors import ImportRejected
+from labeling.services.parsing import MAX_REPORTED_ERRORS, PromptRecord, parse_upload, sha256_text
+from labeling.services.task_builder import BATCH_SIZE, build_tasks
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    prompts_created: int
+    prompts_existing: int
+    rollouts_created: int
+    rollouts_existing: int
+    tasks_created: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.prompts_created} prompts created ({self.prompts_existing} already there), "
+            f"{self.rollouts_created} rollouts created ({self.rollouts_existing} already there), "
+            f"{self.tasks_created} tasks built"
+        )
+
+
+def import_file(
+    *, prompt_set: PromptSet, data: bytes | str, filename: str = "", fmt: str | None = None
+) -> ImportReport:
+    """Parse and import an upload; raises ImportRejected (line numbers + reasons) and writes nothing."""
+    records = parse_upload(data, filename=filename, fmt=fmt, max_chars=settings.PREFLOOP["MAX_TEXT_CHARS"])
+    return import_records(prompt_set=prompt_set, records=records)
+
+
+def import_records(*, prompt_set: PromptSet, records: list[PromptRecord]) -> ImportReport:
+    hashes = {record.content_hash: record for record in records}
+    with transaction.atomic():
+        existing = dict(
+            Prompt.objects.filter(prompt_set=prompt_set, content_hash__in=list(hashes))
+            .annotate(n=Count("rollouts"))
+            .values_list("content_hash", "n")
+        )
+        _reject_unrankable(records, existing)
+
+        Prompt.objects.bulk_create(
+            [
+                Prompt(
+                    prompt_set=prompt_set,
+                    text=record.text,
+                    messages=record.messages,
+                    content_hash=key,
+                    external_id=record.external_id,
+                    metadata=record.metadata,
+                )
+                for key, record in hashes.items()
+                if key not in existing
+            ],
+            batch_size=BATCH_SIZE,
+            ignore_conflicts=True,
+        )
+        prompt_ids = dict(
+            Prompt.objects.filter(prompt_set=prompt_set, content_hash__in=list(hashes)).values_list("content_hash", "id")
+        )
+        rollouts = {
+            (prompt_ids[key], response.policy, sha256_text(response.text)): response.text
+            for key, record in hashes.items()
+            for response in record.responses
+        }
+        before = Rollout.objects.filter(prompt_id__in=prompt_ids.values()).count() if existing else 0
+        Rollout.objects.bulk_create(
+            [
+                Rollout(prompt_id=prompt_id, policy=policy, content_hash=digest, text=text)
+                for (prompt_id, policy, digest), text in rollouts.items()
+            ],
+            batch_size=BATCH_SIZE,
+            ignore_conflicts=True,
+        )
+        after = Rollout.objects.filter(prompt_id__in=prompt_ids.values()).count()
+        tasks = build_tasks(prompt_set, prompt_ids=prompt_ids.values() if existing else None)
+    created = after - before
+    return ImportReport(
+        prompts_created=len(hashes) - len(existing),
+        prompts_existing=len(existing),
+        rollouts_created=created,
+        rollouts_existing=len(rollouts) - created,
+        tasks_created=tasks,
+    )
+
+
+def _reject_unrankable(records: list[PromptRecord], existing_counts: dict[str, int]) -> None:
+    """A prompt needs two distinct rollouts (counting those already stored) to be ranked."""
+    errors = []
+    for record in records:
+        distinct = {(r.policy, r.text) for r in record.responses}
+        if len(distinct) + existing_counts.get(record.content_hash, 0) < 2:
+            lines = sorted({r.line for r in record.responses})
+            errors.append(
+                (lines[0], f"too few responses for this prompt: {len(distinct)} distinct (need at least 2 to rank)")
+            )
+    if errors:
+        errors.sort()
+        raise ImportRejected(errors[:MAX_REPORTED_ERRORS], total_errors=len(errors))

@@ -1,0 +1,85 @@
+"""Form ranking tasks (k rollouts of one prompt) from rollouts that are not in a task yet."""
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from django.db import transaction
+
+from labeling.models import PromptSet, RankingTask, Rollout, TaskRollout
+
+# bulk_create batches: large enough to amortise round trips, small enough to keep a statement's
+# parameters under SQLite's limit (32766).
+BATCH_SIZE = 2000
+
+
+def rollout_key(rollout_ids: Iterable[int]) -> str:
+    return hashlib.sha256(",".join(str(i) for i in sorted(rollout_ids)).encode()).hexdigest()
+
+
+def group_rollouts(pending: Sequence[int], tasked: Sequence[int], k: int) -> list[list[int]]:
+    """Split a prompt's untasked rollouts into groups of k.
+
+    A short last group is topped up with rollouts already ranked elsewhere, so every rollout is
+    compared with k-1 others; a prompt with fewer than k rollouts in all gets one smaller task
+    (at least 2, or nothing).
+    """
+    groups = [list(pending[i : i + k]) for i in range(0, len(pending), k)]
+    if groups and len(groups[-1]) < k:
+        short = groups[-1]
+        fillers = [r for r in tasked if r not in short][: k - len(short)]
+        short.extend(fillers)
+        if len(short) < 2:
+            if len(groups) > 1:
+                # A lone leftover joins the previous group's rollouts instead of standing alone.
+                short.extend(r for r in groups[-2] if r not in short)
+                short[:] = short[:k]
+            else:
+                groups.pop()
+    return groups
+
+
+def build_tasks(prompt_set: PromptSet, *, prompt_ids: Iterable[int] | None = None, round: int = 0) -> int:
+    """Create tasks for every rollout of the set that is not in a task yet; returns how many.
+
+    Runs under a lock on the prompt set so two builders (an import and a refresh) cannot both
+    form tasks from the same rollouts.
+    """
+    with transaction.atomic():
+        PromptSet.objects.select_for_update().filter(pk=prompt_set.pk).first()
+        rollouts = Rollout.objects.filter(prompt__prompt_set=prompt_set)
+        if prompt_ids is not None:
+            rollouts = rollouts.filter(prompt_id__in=list(prompt_ids))
+        already = set(
+            TaskRollout.objects.filter(task__prompt_set=prompt_set).values_list("rollout_id", flat=True).distinct()
+        )
+        pending: dict[int, list[int]] = defaultdict(list)
+        tasked: dict[int, list[int]] = defaultdict(list)
+        for rollout_id, prompt_id in rollouts.order_by("id").values_list("id", "prompt_id"):
+            (tasked if rollout_id in already else pending)[prompt_id].append(rollout_id)
+
+        groups: list[tuple[int, list[int]]] = []
+        for prompt_id, ids in pending.items():
+            for group in group_rollouts(ids, tasked.get(prompt_id, []), prompt_set.rollouts_per_task):
+                groups.append((prompt_id, group))
+        if not groups:
+            return 0
+        tasks = RankingTask.objects.bulk_create(
+            [
+                RankingTask(
+                    prompt_set=prompt_set,
+                    prompt_id=prompt_id,
+                    rollout_key=rollout_key(group),
+                    overlap=prompt_set.overlap,
+                    round=round,
+                )
+                for prompt_id, group in groups
+            ],
+            batch_size=BATCH_SIZE,
+        )
+        TaskRollout.objects.bulk_create(
+            [TaskRollout(task_id=task.pk, rollout_id=rid) for task, (_, group) in zip(tasks, groups) for rid in group],
+            batch_size=BATCH_SIZE,
+        )
+    return len(tasks)

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from labeling.views import pages
+
+app_name = "labeling"
+
+urlpatterns = [
+    path("", pages.home, name="home"),
+    path("sets/<int:prompt_set_id>/", pages.rank, name="rank"),
+    path("assignments/<int:assignment_id>/submit/", pages.submit, name="submit"),
+    path("assignments/<int:assignment_id>/skip/", pages.skip, name="skip"),
+]

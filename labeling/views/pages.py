@@ -1,0 +1,109 @@
+"""Annotator pages (htmx): thin views over the queue and ranking services.
+
+One template per page with its partial in partials/; an htmx request gets the partial only, a plain request
+the full page, so every link and form also works without JavaScript.
+"""
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required, user_passes_test
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from labeling import roles
+from labeling.forms import tiers_from_ranks
+from labeling.models import Assignment, PromptSet
+from labeling.selectors import annotator_stats, prompt_sets_with_progress, remaining_for, shown_rollouts
+from labeling.services.errors import LabelingError
+from labeling.services.queue import next_task_for, skip_assignment
+from labeling.services.ranking import submit_ranking
+
+
+def annotator_required(view):
+    def check(user) -> bool:
+        if not user.is_authenticated:
+            return False
+        if not roles.can_annotate(user):
+            raise PermissionDenied("Only annotators can rank.")
+        return True
+
+    return login_required(user_passes_test(check)(view))
+
+
+@annotator_required
+def home(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "labeling/home.html",
+        {"prompt_sets": prompt_sets_with_progress(include_paused=False), "stats": annotator_stats(request.user)},
+    )
+
+
+def _task_context(request: HttpRequest, prompt_set: PromptSet, assignment: Assignment | None, error: str = "") -> dict:
+    return {
+        "prompt_set": prompt_set,
+        "assignment": assignment,
+        "rollouts": shown_rollouts(assignment) if assignment else [],
+        "prompt": assignment.task.prompt if assignment else None,
+        "remaining": remaining_for(request.user, prompt_set),
+        "stats": annotator_stats(request.user),
+        "error": error,
+    }
+
+
+def _render_task(request: HttpRequest, prompt_set: PromptSet, assignment: Assignment | None, *, error: str = "", status: int = 200) -> HttpResponse:
+    template = "labeling/partials/task.html" if request.htmx else "labeling/rank.html"
+    return render(request, template, _task_context(request, prompt_set, assignment, error), status=status)
+
+
+@annotator_required
+def rank(request: HttpRequest, prompt_set_id: int) -> HttpResponse:
+    prompt_set = get_object_or_404(PromptSet, pk=prompt_set_id, is_paused=False)
+    return _render_task(request, prompt_set, next_task_for(request.user, prompt_set=prompt_set))
+
+
+def _own_assignment(request: HttpRequest, assignment_id: int) -> Assignment:
+    return get_object_or_404(
+        Assignment.objects.select_related("task__prompt", "task__prompt_set"), pk=assignment_id, annotator=request.user
+    )
+
+
+@require_POST
+@annotator_required
+def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    assignment = _own_assignment(request, assignment_id)
+    prompt_set = assignment.task.prompt_set
+    try:
+        tiers, flags, all_bad = tiers_from_ranks(request.POST, list(assignment.display_order))
+        spent = request.POST.get("time_spent_ms", "")
+        submit_ranking(
+            annotator=request.user,
+            assignment_id=assignment.pk,
+            tiers=tiers,
+            all_bad=all_bad,
+            flags=flags,
+            time_spent_ms=int(spent) if spent.isdigit() else None,
+        )
+    except LabelingError as error:
+        return _render_task(request, prompt_set, assignment, error=error.message, status=400)
+    return _after(request, prompt_set)
+
+
+@require_POST
+@annotator_required
+def skip(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    assignment = _own_assignment(request, assignment_id)
+    try:
+        skip_assignment(annotator=request.user, assignment_id=assignment.pk)
+    except LabelingError as error:
+        return _render_task(request, assignment.task.prompt_set, assignment, error=error.message, status=400)
+    return _after(request, assignment.task.prompt_set)
+
+
+def _after(request: HttpRequest, prompt_set: PromptSet) -> HttpResponse:
+    """Next task in place for htmx; a redirect (post/redirect/get) for a plain form post."""
+    if request.htmx:
+        return _render_task(request, prompt_set, next_task_for(request.user, prompt_set=prompt_set))
+    return redirect("labeling:rank", prompt_set_id=prompt_set.pk)

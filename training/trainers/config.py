@@ -1,0 +1,275 @@
+"""Run configurations for reward-model and DPO training.
+
+A config is what a researcher sets on a `TrainingRun` (stored as JSON): `from_dict` turns that JSON into a validated
+dataclass, `to_dict` turns it back. The web process imports this module to validate admin forms, so it must stay
+light: no torch, transformers, trl or datasets import here (a test enforces it).
+
+Each field's `metadata["help"]` documents it, in the manner of TRL's own configs, so a form can show it as help text.
+Invalid values raise `ConfigError` (a `ValueError`) whose `field` attribute names the offending key, so a form can
+attach the message to the right input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = ["ConfigError", "DPORunConfig", "DPO_LOSS_TYPES", "RUN_CONFIGS", "RewardRunConfig"]
+
+_ConfigT = TypeVar("_ConfigT", bound="_RunConfig")
+
+#: DPO losses we expose. TRL also has "exo_pair" and "robust" (both need a label_smoothing we do not expose) and
+#: "sft" (not a preference loss on its own).
+DPO_LOSS_TYPES: tuple[str, ...] = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "sigmoid_norm",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+)
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A run configuration is invalid; `field` names the offending key (None when the problem spans keys)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class _RunConfig:
+    """Fields shared by every trainer; subclasses add their own and may change defaults."""
+
+    learning_rate: float = field(default=1e-5, metadata=_help("Peak AdamW learning rate (> 0)."))
+    num_train_epochs: float = field(
+        default=1.0, metadata=_help("Passes over the train split (> 0). Ignored when max_steps is set.")
+    )
+    max_steps: int | None = field(
+        default=None, metadata=_help("If set (>= 1), train exactly this many optimizer steps, overriding epochs.")
+    )
+    per_device_batch_size: int = field(
+        default=8, metadata=_help("Preference pairs per forward pass (train and evaluation), >= 1.")
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata=_help("Forward passes per optimizer step (>= 1); effective batch = this x batch size.")
+    )
+    max_length: int | None = field(
+        default=1024,
+        metadata=_help(
+            "Token limit per prompt+completion sequence (>= 8), or None for no limit. The reward trainer drops "
+            "longer pairs; the DPO trainer truncates them."
+        ),
+    )
+    seed: int = field(default=42, metadata=_help("Random seed for initialisation and data order (>= 0)."))
+    logging_steps: int = field(default=10, metadata=_help("Report loss and metrics every this many steps (>= 1)."))
+    eval: bool = field(
+        default=True,
+        metadata=_help("Measure held-out (test split) metrics before and after training."),
+    )
+    eval_steps: int | None = field(
+        default=None,
+        metadata=_help("If set (>= 1), also run TRL's evaluation on the test split every this many steps."),
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata=_help("bf16 mixed precision. None = automatic: on for CUDA devices that support it, off on CPU."),
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=_help("Recompute activations in the backward pass: less memory, about 20% slower."),
+    )
+    device: str = field(
+        default="auto",
+        metadata=_help("'auto' (CUDA when available, else CPU), 'cpu' or 'cuda'."),
+    )
+
+    def __post_init__(self) -> None:
+        self.learning_rate = _positive_float(self, "learning_rate")
+        self.num_train_epochs = _positive_float(self, "num_train_epochs")
+        self.max_steps = _int_at_least(self, "max_steps", 1, optional=True)
+        self.per_device_batch_size = _int_at_least(self, "per_device_batch_size", 1)
+        self.gradient_accumulation_steps = _int_at_least(self, "gradient_accumulation_steps", 1)
+        self.max_length = _int_at_least(self, "max_length", 8, optional=True)
+        self.seed = _int_at_least(self, "seed", 0)
+        self.logging_steps = _int_at_least(self, "logging_steps", 1)
+        _require_bool(self, "eval")
+        self.eval_steps = _int_at_least(self, "eval_steps", 1, optional=True)
+        _require_bool(self, "bf16", optional=True)
+        _require_bool(self, "gradient_checkpointing")
+        _require_choice(self, "device", DEVICES)
+
+    @classmethod
+    def from_dict(cls: type[_ConfigT], data: Mapping[str, Any]) -> _ConfigT:
+        """Build a validated config from JSON-like data; unknown keys are an error, not silently ignored.
+
+        Silently dropping a misspelt key ("learning_rte") would train with the default and waste a GPU run.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__} expects a JSON object (dict), got {type(data).__name__}.")
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(str(key) for key in data if key not in allowed)
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+            raise ConfigError(
+                f"Unknown {cls.__name__} key(s): {', '.join(hints)}. Allowed keys: {', '.join(allowed)}.",
+                field=unknown[0] if len(unknown) == 1 else None,
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy, the inverse of `from_dict`."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RewardRunConfig(_RunConfig):
+    """Bradley-Terry reward-model training (TRL `RewardTrainer`). Defaults follow TRL's `RewardConfig`."""
+
+    learning_rate: float = field(default=1e-4, metadata=_help("Peak AdamW learning rate (> 0). TRL's default."))
+    center_rewards_coefficient: float | None = field(
+        default=None,
+        metadata=_help(
+            "If set (>= 0), penalise the squared mean reward so scores stay centred on zero; 0.01 is typical."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.center_rewards_coefficient is not None:
+            self.center_rewards_coefficient = _float_in(self, "center_rewards_coefficient", low=0.0)
+
+
+@dataclass
+class DPORunConfig(_RunConfig):
+    """Direct Preference Optimization (TRL `DPOTrainer`), optionally with a LoRA adapter merged before saving."""
+
+    learning_rate: float = field(
+        default=1e-6,
+        metadata=_help("Peak AdamW learning rate (> 0). TRL's default for full fine-tuning; use ~1e-5 with LoRA."),
+    )
+    beta: float = field(
+        default=0.1,
+        metadata=_help("Strength of the pull towards the reference model (> 0); higher stays closer to it."),
+    )
+    loss_type: str = field(
+        default="sigmoid",
+        metadata=_help(f"DPO loss variant, one of: {', '.join(DPO_LOSS_TYPES)}. 'sigmoid' is the original DPO."),
+    )
+    lora: bool = field(
+        default=False,
+        metadata=_help("Train a LoRA adapter instead of all weights; the reference is then the adapter-free base."),
+    )
+    lora_r: int = field(default=16, metadata=_help("LoRA rank (>= 1)."))
+    lora_alpha: float = field(default=32.0, metadata=_help("LoRA scaling numerator (> 0); the scale is alpha / r."))
+    lora_dropout: float = field(default=0.05, metadata=_help("Dropout on the LoRA input, in [0, 1)."))
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata=_help("Module names to adapt; None means every linear layer except the output head ('all-linear')."),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.beta = _positive_float(self, "beta")
+        _require_choice(self, "loss_type", DPO_LOSS_TYPES)
+        _require_bool(self, "lora")
+        self.lora_r = _int_at_least(self, "lora_r", 1)
+        self.lora_alpha = _positive_float(self, "lora_alpha")
+        self.lora_dropout = _float_in(self, "lora_dropout", low=0.0, high=1.0, high_inclusive=False)
+        modules = self.lora_target_modules
+        if modules is not None:
+            if isinstance(modules, str) or not isinstance(modules, (list, tuple)):
+                raise ConfigError(
+                    f"{type(self).__name__}.lora_target_modules must be a list of module names or None, "
+                    f"got {modules!r}.",
+                    field="lora_target_modules",
+                )
+            if not modules or not all(isinstance(name, str) and name.strip() for name in modules):
+                raise ConfigError(
+                    f"{type(self).__name__}.lora_target_modules must be a non-empty list of non-empty names, "
+                    f"got {modules!r}.",
+                    field="lora_target_modules",
+                )
+            self.lora_target_modules = list(modules)
+
+
+#: Config class for each `TrainingRun.kind`.
+RUN_CONFIGS: dict[str, type[_RunConfig]] = {"reward": RewardRunConfig, "dpo": DPORunConfig}
+
+
+# --- validation helpers: each returns the normalised value or raises ConfigError naming the field -------------------
+
+
+def _fail(config: _RunConfig, name: str, expectation: str) -> ConfigError:
+    value = getattr(config, name)
+    return ConfigError(f"{type(config).__name__}.{name} must be {expectation}, got {value!r}.", field=name)
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass: `True` as a learning rate is a bug, not 1.0.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_float(config: _RunConfig, name: str) -> float:
+    value = getattr(config, name)
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise _fail(config, name, "a finite number > 0")
+    return float(value)
+
+
+def _float_in(
+    config: _RunConfig, name: str, *, low: float, high: float | None = None, high_inclusive: bool = True
+) -> float:
+    value = getattr(config, name)
+    ok = _is_number(value) and math.isfinite(value) and value >= low
+    if ok and high is not None:
+        ok = value <= high if high_inclusive else value < high
+    if not ok:
+        if high is None:
+            expectation = f"a finite number >= {low}"
+        else:
+            expectation = f"a number in [{low}, {high}{']' if high_inclusive else ')'}"
+        raise _fail(config, name, expectation)
+    return float(value)
+
+
+def _int_at_least(config: _RunConfig, name: str, minimum: int, *, optional: bool = False) -> int | None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return None
+    # JSON has one number type: accept 3.0 for 3, but not 3.5.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not _is_number(value) or not isinstance(value, int) or value < minimum:
+        raise _fail(config, name, f"an integer >= {minimum}" + (" or null" if optional else ""))
+    return value
+
+
+def _require_bool(config: _RunConfig, name: str, *, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if not (isinstance(value, bool) or (optional and value is None)):
+        raise _fail(config, name, "true or false" + (" or null" if optional else ""))
+
+
+def _require_choice(config: _RunConfig, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(config, name) not in choices:
+        raise _fail(config, name, f"one of {', '.join(repr(c) for c in choices)}")
