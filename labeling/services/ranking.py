@@ -10,7 +10,7 @@ from django.db.models import Case, F, Value, When
 
 from labeling.models import Assignment, Ranking, RankingTask
 from labeling.services.errors import RankingRejected
-from labeling.services.queue import _now
+from labeling.services import queue
 
 FLAG_REASONS = frozenset(Ranking.FlagReason.values)
 # Longer than any real task; a client reporting more is clamped, not rejected.
@@ -96,7 +96,7 @@ def submit_ranking(
 
 
 def _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms) -> SubmitResult:
-    now = _now()
+    now = queue._now()
     assignment = Assignment.objects.select_for_update().filter(pk=assignment_id).first()
     if assignment is None:
         raise RankingRejected(f"Unknown task assignment {assignment_id}.", code="unknown_assignment")

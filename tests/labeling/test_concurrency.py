@@ -1,0 +1,98 @@
+"""Many annotators at once, on real databases: no task beyond its overlap, none handed out twice.
+
+The hammer runs on whatever database the settings name (Postgres in the suite). The SQLite case
+re-runs this same file in a child pytest whose DATABASE_URL points at a SQLite file, because a
+Django process talks to one default database.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.db.models import Count, F
+
+from labeling.models import Assignment, Ranking, RankingTask
+from labeling.services.queue import next_task_for, skip_assignment
+from labeling.services.ranking import submit_ranking
+from tests.factories import AnnotatorFactory, prompt_set_with_tasks
+
+ANNOTATORS = 16
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hammer(prompt_set, annotators, *, seed: int) -> list[BaseException]:
+    """Each annotator loops next → (submit | skip | abandon) until their queue is empty."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(annotators))
+
+    def work(annotator, rng: random.Random) -> None:
+        try:
+            barrier.wait()
+            for _ in range(500):
+                assignment = next_task_for(annotator, prompt_set=prompt_set, rng=rng)
+                if assignment is None:
+                    return
+                roll = rng.random()
+                if roll < 0.1:
+                    skip_assignment(annotator=annotator, assignment_id=assignment.pk)
+                    continue
+                order = [[rid] for rid in assignment.display_order]
+                submit_ranking(annotator=annotator, assignment_id=assignment.pk, tiers=order)
+                if roll < 0.2:  # a client retry
+                    submit_ranking(annotator=annotator, assignment_id=assignment.pk, tiers=order)
+        except BaseException as error:  # noqa: BLE001 - reported to the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(a, random.Random(seed + i))) for i, a in enumerate(annotators)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task():
+    """16 threads as distinct annotators drain the queue; every invariant holds afterwards."""
+    prompt_set = prompt_set_with_tasks(n_prompts=30, rollouts_per_task=3, overlap=3)
+    annotators = AnnotatorFactory.create_batch(ANNOTATORS)
+
+    errors = hammer(prompt_set, annotators, seed=7)
+
+    assert errors == []
+    over = RankingTask.objects.annotate(n=Count("rankings")).filter(n__gt=F("overlap"))
+    assert list(over.values_list("id", "n")) == []
+    pairs = Counter(Ranking.objects.values_list("task_id", "annotator_id"))
+    assert [pair for pair, n in pairs.items() if n > 1] == []
+    handed = Counter(Assignment.objects.values_list("task_id", "annotator_id"))
+    assert [pair for pair, n in handed.items() if n > 1] == []
+    # Every lease is accounted for: each ended as a ranking or a skip, and the counters agree.
+    statuses = Counter(Assignment.objects.values_list("status", flat=True))
+    assert set(statuses) <= {Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED}
+    assert statuses[Assignment.Status.SUBMITTED] == Ranking.objects.count()
+    for task in RankingTask.objects.annotate(n=Count("rankings")):
+        assert (task.active_count, task.completed_count) == (task.n, task.n)
+        assert task.status == (RankingTask.Status.DONE if task.n == task.overlap else RankingTask.Status.OPEN)
+    # The queue drained completely: 30 tasks × overlap 3 slots, 16 annotators to fill them.
+    assert Ranking.objects.count() == 30 * 3
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="this is the launcher of the SQLite run")
+def test_the_same_invariants_hold_on_sqlite(tmp_path):
+    """Re-run the hammer in a child process against a SQLite file (IMMEDIATE transactions + WAL)."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'queue.sqlite3'}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout
