@@ -1,12 +1,13 @@
 """Read queries for pages, the API and the training app (which reads labeling only through here)."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Avg, Count, Q, QuerySet
 
-from labeling.models import Assignment, PromptSet, Ranking, RankingTask, Rollout
+from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,47 @@ def shown_rollouts(assignment: Assignment) -> list[Rollout]:
     return [by_id[rid] for rid in assignment.display_order]
 
 
-def rankings_for_export(*, prompt_set_ids: list[int], since=None, until=None, annotator_ids=None) -> QuerySet[Ranking]:
-    rankings = Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids).select_related("task")
+# Rows per round trip when streaming rankings out for export: bounded memory, few queries.
+EXPORT_CHUNK = 5000
+
+
+def export_rankings(
+    *, prompt_set_ids: list[int], since=None, until=None, annotator_ids: list[int] | None = None
+) -> Iterator[tuple[int, int, list, bool, dict]]:
+    """Stream (prompt_id, annotator_id, tiers, all_bad, flags) of the selected rankings, oldest first."""
+    rankings = Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids)
     if since is not None:
         rankings = rankings.filter(created_at__gte=since)
     if until is not None:
         rankings = rankings.filter(created_at__lt=until)
     if annotator_ids:
         rankings = rankings.filter(annotator_id__in=annotator_ids)
-    return rankings.order_by("id")
+    return rankings.order_by("id").values_list("task__prompt_id", "annotator_id", "tiers", "all_bad", "flags").iterator(
+        chunk_size=EXPORT_CHUNK
+    )
+
+
+def prompts_by_id(prompt_ids: Iterable[int]) -> dict[int, dict]:
+    ids = list(prompt_ids)
+    out: dict[int, dict] = {}
+    for start in range(0, len(ids), EXPORT_CHUNK):
+        for row in Prompt.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values("id", "text", "messages", "content_hash"):
+            out[row["id"]] = row
+    return out
+
+
+def rollout_texts(rollout_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """{rollout id: (text, policy)}."""
+    ids = list(rollout_ids)
+    out: dict[int, tuple[str, str]] = {}
+    for start in range(0, len(ids), EXPORT_CHUNK):
+        for rid, text, policy in Rollout.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values_list("id", "text", "policy"):
+            out[rid] = (text, policy)
+    return out
+
+
+def rankings_since(*, prompt_set_id: int, since) -> int:
+    rankings = Ranking.objects.filter(task__prompt_set_id=prompt_set_id)
+    if since is not None:
+        rankings = rankings.filter(created_at__gt=since)
+    return rankings.count()

@@ -1,0 +1,136 @@
+"""Dataset versions, training runs and the model registry.
+
+Lineage: DatasetVersion → TrainingRun → ModelVersion (→ parent ModelVersion). A ModelVersion exists
+only for a run that finished: the registry inserts it in the same transaction that marks the run
+SUCCEEDED, after its files were moved into place with an atomic rename.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from labeling.models import PromptSet
+
+
+class DatasetVersion(models.Model):
+    """An immutable export of pairwise comparisons, identified by the hash of its content."""
+
+    name = models.CharField(max_length=200)
+    content_hash = models.CharField(max_length=64, unique=True)
+    prompt_sets = models.ManyToManyField(PromptSet, related_name="dataset_versions")
+    options = models.JSONField(help_text="Everything it was built from: sets, window, annotators, rules, format.")
+    path = models.CharField(max_length=500, help_text="Directory with train/test as Parquet and JSONL.")
+    n_rankings = models.PositiveIntegerField()
+    n_train = models.PositiveIntegerField()
+    n_test = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.content_hash[:10]})"
+
+    @property
+    def n_pairs(self) -> int:
+        return self.n_train + self.n_test
+
+
+class ModelVersion(models.Model):
+    class Kind(models.TextChoices):
+        POLICY = "policy", "Policy"
+        REWARD = "reward", "Reward model"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    path = models.CharField(max_length=500, help_text="Local path or hub id of the weights.")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    dataset_version = models.ForeignKey(DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="models")
+    run = models.OneToOneField(
+        "TrainingRun", null=True, blank=True, on_delete=models.PROTECT, related_name="model_version",
+        help_text="The run that produced it (empty for base models registered by hand).",
+    )
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TrainingRun(models.Model):
+    class Kind(models.TextChoices):
+        REWARD = "reward", "Reward model (Bradley–Terry)"
+        DPO = "dpo", "DPO"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="runs")
+    base_model = models.CharField(max_length=500, blank=True, help_text="Local path or hub id (when no parent model).")
+    parent_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
+    config = models.JSONField(default=dict, help_text="Trainer config (validated before queueing).")
+    queue = models.CharField(max_length=8, default="cpu")
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    device = models.CharField(max_length=200, blank=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    history = models.JSONField(default=list, blank=True, help_text="Logged points: {step, loss, eval_*...}.")
+    log_tail = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    trigger = models.CharField(max_length=20, default="manual", help_text="manual | schedule | api")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(base_model="") | Q(parent_model__isnull=False), name="run_has_a_starting_model"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} run #{self.pk} ({self.status})"
+
+    @property
+    def starting_model_path(self) -> str:
+        return self.parent_model.path if self.parent_model_id else self.base_model
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class AutoTrainPolicy(models.Model):
+    """Per prompt set: export + train on a schedule once enough new comparisons arrived (off by default)."""
+
+    prompt_set = models.OneToOneField(PromptSet, on_delete=models.CASCADE, related_name="auto_train")
+    enabled = models.BooleanField(default=False)
+    min_new_rankings = models.PositiveIntegerField(default=100, help_text="Rankings since the last version needed to train.")
+    kind = models.CharField(max_length=8, choices=TrainingRun.Kind.choices, default=TrainingRun.Kind.DPO)
+    base_model = models.CharField(max_length=500, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    refresh_after_dpo = models.BooleanField(default=True, help_text="Generate new rollouts after a scheduled DPO run.")
+    last_dataset_version = models.ForeignKey(DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    def __str__(self) -> str:
+        return f"Auto-train for {self.prompt_set}"

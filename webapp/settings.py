@@ -117,6 +117,15 @@ PREFLOOP = {
     "MAX_TEXT_CHARS": env_int("PREFLOOP_MAX_TEXT_CHARS", 100_000),
 }
 
+# --- training ---
+# Dataset versions, model weights and staging dirs. Staging sits beside the final dirs (same file
+# system) so finishing a run is an atomic rename.
+PREFLOOP_DATA_DIR = BASE_DIR / env_str("PREFLOOP_DATA_DIR", str(VAR_DIR / "data"))
+# A running run that has not sent a heartbeat for this long is declared dead by the reaper.
+PREFLOOP_RUN_HEARTBEAT_TIMEOUT = env_int("PREFLOOP_RUN_HEARTBEAT_TIMEOUT", 120)
+# Default starting model offered in the run form (a local path or a hub id).
+PREFLOOP_DEFAULT_BASE_MODEL = env_str("PREFLOOP_DEFAULT_BASE_MODEL", "")
+
 # --- Celery ---
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_FOLDER = VAR_DIR / "broker"
@@ -127,6 +136,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Periodic work (beat writes these into its database schedule on start; admins can edit them there).
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-runs": {"task": "training.reap_stale_runs", "schedule": 60.0, "options": {"queue": "cpu"}},
+    "auto-train": {"task": "training.auto_train", "schedule": env_int("PREFLOOP_AUTO_TRAIN_SECONDS", 300), "options": {"queue": "cpu"}},
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 LOGGING = {

@@ -1,0 +1,140 @@
+"""Exporting rankings: pairs by documented rules, deterministic and immutable versions, TRL-loadable files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from labeling.models import Ranking
+from training.models import DatasetVersion
+from training.services.export import ExportError, ExportOptions, collect_pairs, export_dataset, ranking_pairs
+from tests.training.factories import ranked_prompt_set
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path):
+    settings.PREFLOOP_DATA_DIR = tmp_path / "data"
+
+
+def opts(**kwargs) -> ExportOptions:
+    return ExportOptions(prompt_set_ids=(1,), **kwargs)
+
+
+def test_a_ranking_expands_into_every_better_worse_pair():
+    """Three tiers give the three pairs across them; a tie gives none by default."""
+    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={}, options=opts())) == [(1, 2, False), (1, 3, False), (2, 3, False)]
+    assert sorted(ranking_pairs([[1, 2], [3]], all_bad=False, flags={}, options=opts())) == [(1, 3, False), (2, 3, False)]
+
+
+def test_ties_can_be_kept_as_marked_rows():
+    """With ties='mark', tied rollouts yield a row flagged as a tie."""
+    pairs = sorted(ranking_pairs([[2, 1], [3]], all_bad=False, flags={}, options=opts(ties="mark")))
+    assert pairs == [(1, 2, True), (1, 3, False), (2, 3, False)]
+
+
+def test_all_bad_rankings_give_no_pairs_unless_kept():
+    """'All bad' is skipped by default and kept on request."""
+    assert list(ranking_pairs([[1], [2]], all_bad=True, flags={}, options=opts())) == []
+    assert list(ranking_pairs([[1], [2]], all_bad=True, flags={}, options=opts(all_bad="keep"))) == [(1, 2, False)]
+
+
+def test_a_flagged_rollout_is_never_chosen():
+    """By default a flagged rollout still loses, but never wins; 'exclude' drops it entirely."""
+    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={"1": "harmful"}, options=opts())) == [(2, 3, False)]
+    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={"3": "broken"}, options=opts())) == [(1, 2, False), (1, 3, False), (2, 3, False)]
+    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={"2": "broken"}, options=opts(flagged="exclude"))) == [(1, 3, False)]
+
+
+def test_majority_aggregation_keeps_one_row_per_pair_with_the_vote_margin():
+    """Two annotators agree, one disagrees: the majority wins with weight 1/3."""
+    rankings = [(7, 1, [[10], [11]], False, {}), (7, 2, [[10], [11]], False, {}), (7, 3, [[11], [10]], False, {})]
+    pairs, n = collect_pairs(rankings, opts(aggregation="majority"))
+    assert n == 3 and [(p.chosen, p.rejected, round(p.weight, 3)) for p in pairs] == [(10, 11, 0.333)]
+
+
+def test_bradley_terry_aggregation_orders_pairs_by_fitted_strength():
+    """BT aggregation turns a cyclic-free majority into rows ordered by strength, weighted by P(win)."""
+    rankings = [(7, a, [[10], [11], [12]], False, {}) for a in range(3)] + [(7, 9, [[11], [10], [12]], False, {})]
+    pairs, _ = collect_pairs(rankings, opts(aggregation="bradley_terry"))
+    assert {(p.chosen, p.rejected) for p in pairs} == {(10, 11), (10, 12), (11, 12)}
+    assert all(0.5 < p.weight < 1 for p in pairs)
+
+
+def test_an_export_writes_trl_preference_splits_that_datasets_can_load():
+    """Parquet and JSONL per split, with prompt/chosen/rejected and provenance columns."""
+    import datasets
+
+    prompt_set = ranked_prompt_set(n_prompts=8, k=3, overlap=2)
+    result = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.25))
+    version = result.version
+    assert result.created and version.n_rankings == 16
+    assert version.n_train + version.n_test == 16 * 3
+    path = Path(version.path)
+    loaded = datasets.load_dataset("parquet", data_files={s: str(path / f"{s}.parquet") for s in ("train", "test")})
+    assert {"prompt", "chosen", "rejected"} <= set(loaded["train"].column_names)
+    assert len(loaded["train"]) == version.n_train and len(loaded["test"]) == version.n_test
+    row = loaded["train"][0]
+    assert len(row["chosen"]) > len(row["rejected"])  # the fixture's annotators prefer longer answers
+    jsonl = [json.loads(line) for line in (path / "train.jsonl").read_text().splitlines()]
+    assert len(jsonl) == version.n_train
+
+
+def test_the_split_is_by_prompt():
+    """No prompt appears in both train and test."""
+    import datasets
+
+    prompt_set = ranked_prompt_set(n_prompts=12, k=3, overlap=1)
+    version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.3)).version
+    splits = {s: set(datasets.Dataset.from_parquet(f"{version.path}/{s}.parquet")["prompt_id"]) for s in ("train", "test")}
+    assert splits["train"] and splits["test"] and not splits["train"] & splits["test"]
+
+
+def test_exporting_the_same_rankings_twice_gives_the_same_version():
+    """Same content, same hash, no duplicate version, files untouched."""
+    prompt_set = ranked_prompt_set(n_prompts=4)
+    options = ExportOptions(prompt_set_ids=(prompt_set.pk,))
+    first = export_dataset(options=options)
+    files = {p.name: p.stat().st_mtime_ns for p in Path(first.version.path).iterdir()}
+    second = export_dataset(options=options)
+    assert not second.created and second.version.pk == first.version.pk
+    assert DatasetVersion.objects.count() == 1
+    assert {p.name: p.stat().st_mtime_ns for p in Path(first.version.path).iterdir()} == files
+
+
+def test_new_rankings_make_a_new_version_and_leave_the_old_one_intact():
+    """Versions are immutable: more data is a new hash and a new directory."""
+    prompt_set = ranked_prompt_set(n_prompts=4, overlap=1)
+    first = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,))).version
+    old_bytes = (Path(first.path) / "train.parquet").read_bytes()
+    Ranking.objects.order_by("id").first().delete()  # the data changes (here: shrinks)
+    second = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,))).version
+    assert second.content_hash != first.content_hash and second.path != first.path
+    assert (Path(first.path) / "train.parquet").read_bytes() == old_bytes
+
+
+def test_conversational_format_holds_message_lists():
+    """The conversational export wraps prompts and answers as chat messages."""
+    import datasets
+
+    prompt_set = ranked_prompt_set(n_prompts=4)
+    version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), format="conversational")).version
+    row = datasets.Dataset.from_parquet(f"{version.path}/train.parquet")[0]
+    assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
+
+
+def test_an_empty_selection_is_refused_with_a_reason():
+    """No rankings, no version."""
+    from tests.factories import PromptSetFactory
+
+    with pytest.raises(ExportError, match="no comparisons"):
+        export_dataset(options=ExportOptions(prompt_set_ids=(PromptSetFactory().pk,)))
+    assert not DatasetVersion.objects.exists()
+
+
+def test_bad_rule_names_are_refused():
+    """Options are validated before any work."""
+    with pytest.raises(ExportError, match="ties must be one of"):
+        ExportOptions(prompt_set_ids=(1,), ties="sometimes")

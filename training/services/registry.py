@@ -1,0 +1,68 @@
+"""The model registry: a run's weights become a ModelVersion only when the run finished.
+
+Order of operations: the trainer wrote into a staging dir; we rename it to its final place (atomic
+on one file system), then insert the ModelVersion and mark the run SUCCEEDED in one transaction,
+conditional on the run still being RUNNING. If that transaction fails (the reaper declared the run
+dead, the DB went away), the final dir is removed again: no row without files, no files without a row
+that anyone can reach.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from training.models import ModelVersion, TrainingRun
+
+
+class RegistrationError(RuntimeError):
+    pass
+
+
+def models_dir() -> Path:
+    path = Path(settings.PREFLOOP_DATA_DIR) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def staging_dir_for(run: TrainingRun) -> Path:
+    return models_dir() / f".staging-run-{run.pk}"
+
+
+def model_name_for(run: TrainingRun) -> str:
+    prefix = "policy" if run.kind == TrainingRun.Kind.DPO else "reward"
+    return f"{prefix}-run{run.pk}"
+
+
+def register_model(*, run: TrainingRun, staging: Path, metrics: dict) -> ModelVersion:
+    """Move `staging` into place and register it, or leave nothing behind."""
+    name = model_name_for(run)
+    final = models_dir() / name
+    if final.exists():
+        raise RegistrationError(f"{final} already exists; refusing to overwrite another model's weights.")
+    os.rename(staging, final)
+    try:
+        with transaction.atomic():
+            locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+            if locked.status != TrainingRun.Status.RUNNING:
+                raise RegistrationError(f"Run {run.pk} is {locked.status}, not running; not registering its model.")
+            model = ModelVersion.objects.create(
+                name=name,
+                kind=ModelVersion.Kind.POLICY if run.kind == TrainingRun.Kind.DPO else ModelVersion.Kind.REWARD,
+                path=str(final),
+                parent=run.parent_model if run.kind == TrainingRun.Kind.DPO else None,
+                dataset_version=run.dataset_version,
+                run=run,
+                metrics=metrics,
+            )
+            TrainingRun.objects.filter(pk=run.pk).update(
+                status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(), metrics=metrics
+            )
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    return model

@@ -1,0 +1,305 @@
+"""Training runs: validate and queue, execute in a worker, cancel, and reap runs whose worker died.
+
+The Celery task is a thin shell over `execute_run`; everything it does to the database is written
+here, explicitly, with conditional updates so a late message, a retry or a reaper can never move a
+run backwards (e.g. a redelivered task finds the run no longer QUEUED and does nothing).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from training.models import DatasetVersion, ModelVersion, TrainingRun
+from training.services.registry import register_model, staging_dir_for
+from training.trainers.config import RUN_CONFIGS, ConfigError
+
+log = logging.getLogger(__name__)
+
+# Progress is written at most this often: a tiny model logs every step, and each write is a query.
+_PROGRESS_WRITE_SECONDS = 1.0
+_LOG_TAIL_LINES = 200
+
+
+class RunRejected(ValueError):
+    """A run request refused before it is queued (bad config, missing model, empty dataset)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _now() -> datetime:
+    return timezone.now()
+
+
+def validate_run_request(
+    *, kind: str, dataset_version: DatasetVersion, base_model: str, parent_model: ModelVersion | None, config: dict
+) -> dict:
+    """Check everything a worker would trip on, and return the normalised config dict."""
+    if kind not in TrainingRun.Kind.values:
+        raise RunRejected(f"Unknown run kind {kind!r}; choose one of {TrainingRun.Kind.values}.", field="kind")
+    try:
+        normalised = RUN_CONFIGS[kind].from_dict(config or {}).to_dict()
+    except ConfigError as error:
+        raise RunRejected(str(error), field=getattr(error, "field", None) or "config") from None
+    if parent_model is None and not base_model.strip():
+        raise RunRejected("Give a base model (local path or hub id) or a parent model version.", field="base_model")
+    if parent_model is not None and kind == TrainingRun.Kind.DPO and parent_model.kind != ModelVersion.Kind.POLICY:
+        raise RunRejected(f"{parent_model} is a {parent_model.kind} model; DPO starts from a policy.", field="parent_model")
+    if base_model and parent_model is None and _looks_local(base_model) and not Path(base_model).exists():
+        raise RunRejected(f"Base model path {base_model} does not exist on this machine.", field="base_model")
+    if dataset_version.n_train == 0:
+        raise RunRejected(f"{dataset_version} has no training pairs.", field="dataset_version")
+    if normalised.get("eval", True) and dataset_version.n_test == 0:
+        raise RunRejected(f"{dataset_version} has no test pairs to evaluate on; set eval to false.", field="dataset_version")
+    return normalised
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+@dataclass(frozen=True)
+class QueueChoice:
+    queue: str
+    reason: str
+
+
+_queue_cache: tuple[float, QueueChoice] | None = None
+
+
+def choose_queue(*, timeout: float = 1.0, cache_seconds: float = 30.0) -> QueueChoice:
+    """`gpu` when a worker consuming the gpu queue answers a ping, else `cpu`."""
+    global _queue_cache
+    if _queue_cache and time.monotonic() - _queue_cache[0] < cache_seconds:
+        return _queue_cache[1]
+    from webapp.celery import app
+
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    except Exception as error:  # noqa: BLE001 - a broker hiccup must not block queueing
+        choice = QueueChoice("cpu", f"could not ask workers ({error.__class__.__name__})")
+    else:
+        gpu_workers = [name for name, queues in replies.items() if any(q.get("name") == "gpu" for q in queues)]
+        choice = QueueChoice("gpu", f"GPU worker {gpu_workers[0]} is alive") if gpu_workers else QueueChoice("cpu", "no GPU worker answered")
+    _queue_cache = (time.monotonic(), choice)
+    return choice
+
+
+def start_run(
+    *,
+    kind: str,
+    dataset_version: DatasetVersion,
+    config: dict | None = None,
+    base_model: str = "",
+    parent_model: ModelVersion | None = None,
+    created_by: AbstractBaseUser | None = None,
+    trigger: str = "manual",
+    queue: str | None = None,
+) -> TrainingRun:
+    """Validate, record a QUEUED run and send it to a worker once the transaction commits."""
+    normalised = validate_run_request(
+        kind=kind, dataset_version=dataset_version, base_model=base_model, parent_model=parent_model, config=config or {}
+    )
+    choice = QueueChoice(queue, "requested") if queue else choose_queue()
+    run = TrainingRun.objects.create(
+        kind=kind,
+        dataset_version=dataset_version,
+        base_model=base_model if parent_model is None else "",
+        parent_model=parent_model,
+        config=normalised,
+        queue=choice.queue,
+        created_by=created_by,
+        trigger=trigger,
+        log_tail=f"queued on '{choice.queue}' ({choice.reason})\n",
+    )
+    transaction.on_commit(lambda: _send(run))
+    return run
+
+
+def _send(run: TrainingRun) -> None:
+    from training.tasks import execute_training_run
+
+    result = execute_training_run.apply_async(args=[run.pk], queue=run.queue)
+    TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id)
+
+
+def cancel_run(run: TrainingRun) -> TrainingRun:
+    """A queued run is cancelled at once; a running one is asked to stop at its next step."""
+    if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.CANCELLED, finished_at=_now()
+    ):
+        if run.celery_task_id:
+            from webapp.celery import app
+
+            app.control.revoke(run.celery_task_id)
+    else:
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(cancel_requested=True)
+    run.refresh_from_db()
+    return run
+
+
+class _RunReporter:
+    """The trainer's callbacks, turned into throttled writes on the run row."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run_id = run.pk
+        self.history: list[dict] = []
+        self.lines: list[str] = run.log_tail.splitlines()
+        self._last_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    def log(self, line: str) -> None:
+        self.lines.append(f"{timezone.now():%H:%M:%S} {line}")
+        self.lines = self.lines[-_LOG_TAIL_LINES:]
+
+    def on_log(self, step: int, total_steps: int, logs: dict) -> None:
+        point = {"step": step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+        self.history.append(point)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in point.items() if k != "step" and isinstance(v, float))
+        self.log(f"step {step}/{total_steps} {shown}")
+        if time.monotonic() - self._last_write >= _PROGRESS_WRITE_SECONDS:
+            self.flush(step=step, total_steps=total_steps)
+
+    def flush(self, *, step: int | None = None, total_steps: int | None = None) -> None:
+        fields = {"history": self.history, "log_tail": "\n".join(self.lines) + "\n", "heartbeat_at": _now()}
+        if step is not None:
+            fields["step"] = step
+        if total_steps is not None:
+            fields["total_steps"] = total_steps
+        TrainingRun.objects.filter(pk=self.run_id).update(**fields)
+        self._last_write = time.monotonic()
+
+    def should_stop(self) -> bool:
+        if not self._cancelled and time.monotonic() - self._last_cancel_check >= _PROGRESS_WRITE_SECONDS:
+            self._last_cancel_check = time.monotonic()
+            self._cancelled = TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
+        return self._cancelled
+
+
+class _Heartbeat(threading.Thread):
+    """Beats from a thread, so a long step (or a slow load) never looks like a dead worker."""
+
+    def __init__(self, run_id: int, every: float) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-run-{run_id}")
+        self.run_id, self.every = run_id, every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=_now())
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the reaper tolerates a few
+                log.exception("heartbeat for run %s failed", self.run_id)
+            finally:
+                close_old_connections()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
+    """Run a queued run to completion in this process (called by the Celery task)."""
+    now = _now()
+    if not TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now
+    ):
+        return TrainingRun.objects.get(pk=run_id)  # cancelled, or a redelivered message for a run already handled
+    run = TrainingRun.objects.select_related("dataset_version", "parent_model").get(pk=run_id)
+    reporter = _RunReporter(run)
+    reporter.log(f"started on worker{(' ' + device_label) if device_label else ''}")
+    heartbeat = _Heartbeat(run.pk, every=max(1.0, settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT / 4))
+    heartbeat.start()
+    staging = staging_dir_for(run)
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        result = _train(run, staging, reporter)
+        reporter.log(f"finished {result.total_steps} steps on {result.device} in {result.wall_seconds:.1f}s")
+        TrainingRun.objects.filter(pk=run.pk).update(device=result.device)
+        reporter.flush(step=result.total_steps)
+        metrics = _run_metrics(result)
+        if result.stopped_early:
+            shutil.rmtree(staging, ignore_errors=True)
+            TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+                status=TrainingRun.Status.CANCELLED, finished_at=_now(), metrics=metrics
+            )
+            reporter.log("cancelled; nothing registered")
+        else:
+            model = register_model(run=run, staging=staging, metrics=metrics)
+            reporter.log(f"registered {model.name}")
+    except BaseException as error:  # noqa: BLE001 - every failure must end as a FAILED run
+        shutil.rmtree(staging, ignore_errors=True)
+        reporter.log(f"failed: {error.__class__.__name__}: {error}")
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+            status=TrainingRun.Status.FAILED,
+            finished_at=_now(),
+            error=f"{error.__class__.__name__}: {error}\n\n{traceback.format_exc()[-4000:]}",
+        )
+        if not isinstance(error, Exception):
+            raise
+    finally:
+        heartbeat.stop()
+        try:
+            reporter.flush()
+        except Exception:  # noqa: BLE001
+            log.exception("final progress write for run %s failed", run.pk)
+    return TrainingRun.objects.get(pk=run.pk)
+
+
+def _train(run: TrainingRun, staging: Path, reporter: _RunReporter):
+    from training import trainers
+
+    config = RUN_CONFIGS[run.kind].from_dict(run.config)
+    common = dict(
+        dataset_path=run.dataset_version.path,
+        output_dir=staging,
+        config=config,
+        on_log=reporter.on_log,
+        should_stop=reporter.should_stop,
+    )
+    if run.kind == TrainingRun.Kind.REWARD:
+        return trainers.train_reward_model(base_model=run.starting_model_path, **common)
+    return trainers.train_dpo(policy_model=run.starting_model_path, **common)
+
+
+def _run_metrics(result) -> dict:
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    metrics.update(
+        train_samples=result.train_samples,
+        train_tokens=result.train_tokens,
+        train_seconds=round(result.train_seconds, 3),
+        wall_seconds=round(result.wall_seconds, 3),
+        peak_memory_bytes=result.peak_memory_bytes,
+    )
+    return metrics
+
+
+def reap_stale_runs(*, now: datetime | None = None) -> int:
+    """Fail RUNNING runs whose worker stopped beating (killed, OOM, machine lost); returns how many."""
+    now = now or _now()
+    cutoff = now - timedelta(seconds=settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT)
+    stale = list(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff))
+    reaped = 0
+    for run in stale:
+        reaped += TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+            status=TrainingRun.Status.FAILED,
+            finished_at=now,
+            error=(
+                f"The worker stopped sending heartbeats (last at {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC, timeout "
+                f"{settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT}s): it was killed or lost. No model was registered."
+            ),
+        )
+        shutil.rmtree(staging_dir_for(run), ignore_errors=True)
+    return reaped
