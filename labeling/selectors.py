@@ -129,3 +129,26 @@ def rankings_since(*, prompt_set_id: int, since) -> int:
     if since is not None:
         rankings = rankings.filter(created_at__gt=since)
     return rankings.count()
+
+
+def rankings_by_round(*, prompt_set_ids: list[int]) -> Iterator[tuple[int, list, bool]]:
+    """(task round, tiers, all_bad) of every ranking of the sets."""
+    return (
+        Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids)
+        .order_by("id")
+        .values_list("task__round", "tiers", "all_bad")
+        .iterator(chunk_size=EXPORT_CHUNK)
+    )
+
+
+def rollout_policies(*, prompt_set_ids: list[int]) -> dict[int, str]:
+    return dict(Rollout.objects.filter(prompt__prompt_set_id__in=prompt_set_ids).values_list("id", "policy"))
+
+
+def rollouts_of_policies(*, prompt_set_id: int, policies: list[str]) -> list[tuple[int, int, str, str]]:
+    """(rollout id, prompt id, policy, text) for the given policies in a set."""
+    return list(
+        Rollout.objects.filter(prompt__prompt_set_id=prompt_set_id, policy__in=policies)
+        .order_by("id")
+        .values_list("id", "prompt_id", "policy", "text")
+    )

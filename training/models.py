@@ -134,3 +134,54 @@ class AutoTrainPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"Auto-train for {self.prompt_set}"
+
+
+class GenerationRun(models.Model):
+    """A policy sampling fresh rollouts for a prompt set; they land in one transaction, or not at all."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    policy = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="generation_runs")
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="generation_runs")
+    settings = models.JSONField(help_text="n_samples, temperature, top_p, max_new_tokens, seed, batch_size, backend.")
+    compare_with = models.CharField(max_length=200, blank=True, help_text="Policy whose rollouts the new tasks mix in.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    queue = models.CharField(max_length=8, default="cpu")
+    prompts_done = models.PositiveIntegerField(default=0)
+    prompts_total = models.PositiveIntegerField(default=0)
+    rollouts_created = models.PositiveIntegerField(default=0)
+    duplicates_collapsed = models.PositiveIntegerField(default=0)
+    tasks_created = models.PositiveIntegerField(default=0)
+    round = models.PositiveIntegerField(default=0)
+    backend = models.CharField(max_length=10, blank=True)
+    device = models.CharField(max_length=200, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    trigger = models.CharField(max_length=20, default="manual")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Generation #{self.pk} {self.policy} → {self.prompt_set} ({self.status})"
+
+
+class RolloutScore(models.Model):
+    """A reward model's score of a rollout: the automatic judge beside the human one."""
+
+    rollout = models.ForeignKey("labeling.Rollout", on_delete=models.CASCADE, related_name="+")
+    reward_model = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="scores")
+    score = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rollout", "reward_model"], name="one_score_per_rollout_and_model")]

@@ -22,3 +22,10 @@ def auto_train() -> list[int]:
     from training.services.autotrain import auto_train_tick
 
     return [run.pk for run in auto_train_tick()]
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, name="training.execute_generation")
+def execute_generation_run(run_id: int) -> str:
+    from training.services.generation import execute_generation
+
+    return execute_generation(run_id).status

@@ -63,23 +63,73 @@ def build_tasks(prompt_set: PromptSet, *, prompt_ids: Iterable[int] | None = Non
         for prompt_id, ids in pending.items():
             for group in group_rollouts(ids, tasked.get(prompt_id, []), prompt_set.rollouts_per_task):
                 groups.append((prompt_id, group))
-        if not groups:
-            return 0
-        tasks = RankingTask.objects.bulk_create(
-            [
-                RankingTask(
-                    prompt_set=prompt_set,
-                    prompt_id=prompt_id,
-                    rollout_key=rollout_key(group),
-                    overlap=prompt_set.overlap,
-                    round=round,
-                )
-                for prompt_id, group in groups
-            ],
-            batch_size=BATCH_SIZE,
-        )
-        TaskRollout.objects.bulk_create(
-            [TaskRollout(task_id=task.pk, rollout_id=rid) for task, (_, group) in zip(tasks, groups) for rid in group],
-            batch_size=BATCH_SIZE,
-        )
+        return _create_tasks(prompt_set, groups, round=round)
+
+
+def _create_tasks(prompt_set: PromptSet, groups: list[tuple[int, list[int]]], *, round: int) -> int:
+    if not groups:
+        return 0
+    tasks = RankingTask.objects.bulk_create(
+        [
+            RankingTask(
+                prompt_set=prompt_set,
+                prompt_id=prompt_id,
+                rollout_key=rollout_key(group),
+                overlap=prompt_set.overlap,
+                round=round,
+            )
+            for prompt_id, group in groups
+        ],
+        batch_size=BATCH_SIZE,
+    )
+    TaskRollout.objects.bulk_create(
+        [TaskRollout(task_id=task.pk, rollout_id=rid) for task, (_, group) in zip(tasks, groups) for rid in group],
+        batch_size=BATCH_SIZE,
+    )
     return len(tasks)
+
+
+def mixed_groups(new: Sequence[int], old: Sequence[int], k: int) -> list[list[int]]:
+    """Tasks of k that put a new policy's rollouts next to an old policy's, half and half.
+
+    Every new rollout is used once; old ones are cycled so each task has its share. Without old
+    rollouts this is plain grouping.
+    """
+    if not old:
+        return group_rollouts(new, [], k)
+    n_new = max(1, k // 2)
+    n_old = min(k - n_new, len(old))
+    groups = []
+    cursor = 0
+    for start in range(0, len(new), n_new):
+        fresh = list(new[start : start + n_new])
+        partners = [old[(cursor + i) % len(old)] for i in range(n_old)]
+        cursor += n_old
+        groups.append(fresh + [p for p in dict.fromkeys(partners) if p not in fresh])
+    return [g for g in groups if len(g) >= 2]
+
+
+def build_mixed_tasks(prompt_set: PromptSet, *, new_policy: str, old_policy: str, round: int) -> int:
+    """Form tasks from `new_policy`'s untasked rollouts, each mixed with `old_policy`'s for the same prompt.
+
+    This is what makes the next round of rankings a comparison of the new policy with the old one.
+    """
+    with transaction.atomic():
+        PromptSet.objects.select_for_update().filter(pk=prompt_set.pk).first()
+        already = set(
+            TaskRollout.objects.filter(task__prompt_set=prompt_set).values_list("rollout_id", flat=True).distinct()
+        )
+        new: dict[int, list[int]] = defaultdict(list)
+        old: dict[int, list[int]] = defaultdict(list)
+        rows = Rollout.objects.filter(prompt__prompt_set=prompt_set, policy__in=[new_policy, old_policy]).order_by("id")
+        for rollout_id, prompt_id, policy in rows.values_list("id", "prompt_id", "policy"):
+            if policy == new_policy and rollout_id not in already:
+                new[prompt_id].append(rollout_id)
+            elif policy == old_policy:
+                old[prompt_id].append(rollout_id)
+        groups = [
+            (prompt_id, group)
+            for prompt_id, ids in new.items()
+            for group in mixed_groups(ids, old.get(prompt_id, []), prompt_set.rollouts_per_task)
+        ]
+        return _create_tasks(prompt_set, groups, round=round)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, models, transaction
 from django.utils import timezone
 
-from training.models import DatasetVersion, ModelVersion, TrainingRun
+from training.models import DatasetVersion, GenerationRun, ModelVersion, TrainingRun
 from training.services.registry import register_model, staging_dir_for
 from training.trainers.config import RUN_CONFIGS, ConfigError
 
@@ -107,12 +107,20 @@ def start_run(
     created_by: AbstractBaseUser | None = None,
     trigger: str = "manual",
     queue: str | None = None,
+    dispatch: bool = True,
 ) -> TrainingRun:
-    """Validate, record a QUEUED run and send it to a worker once the transaction commits."""
+    """Validate, record a QUEUED run and send it to a worker once the transaction commits.
+
+    `dispatch=False` leaves the run for the caller to execute in-process (`execute_run`), as the
+    demo loop does.
+    """
     normalised = validate_run_request(
         kind=kind, dataset_version=dataset_version, base_model=base_model, parent_model=parent_model, config=config or {}
     )
-    choice = QueueChoice(queue, "requested") if queue else choose_queue()
+    if not dispatch:
+        choice = QueueChoice(queue or "cpu", "run in-process")
+    else:
+        choice = QueueChoice(queue, "requested") if queue else choose_queue()
     run = TrainingRun.objects.create(
         kind=kind,
         dataset_version=dataset_version,
@@ -124,7 +132,8 @@ def start_run(
         trigger=trigger,
         log_tail=f"queued on '{choice.queue}' ({choice.reason})\n",
     )
-    transaction.on_commit(lambda: _send(run))
+    if dispatch:
+        transaction.on_commit(lambda: _send(run))
     return run
 
 
@@ -189,20 +198,21 @@ class _RunReporter:
         return self._cancelled
 
 
-class _Heartbeat(threading.Thread):
+class Heartbeat(threading.Thread):
     """Beats from a thread, so a long step (or a slow load) never looks like a dead worker."""
 
-    def __init__(self, run_id: int, every: float) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-run-{run_id}")
-        self.run_id, self.every = run_id, every
+    def __init__(self, model: type[models.Model], row_id: int, every: float | None = None) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{model.__name__}-{row_id}")
+        self.model, self.row_id = model, row_id
+        self.every = every or max(1.0, settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT / 4)
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
-                TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=_now())
+                self.model.objects.filter(pk=self.row_id, status="running").update(heartbeat_at=_now())
             except Exception:  # noqa: BLE001 - a missed beat is retried; the reaper tolerates a few
-                log.exception("heartbeat for run %s failed", self.run_id)
+                log.exception("heartbeat for %s %s failed", self.model.__name__, self.row_id)
             finally:
                 close_old_connections()
 
@@ -220,7 +230,7 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
     run = TrainingRun.objects.select_related("dataset_version", "parent_model").get(pk=run_id)
     reporter = _RunReporter(run)
     reporter.log(f"started on worker{(' ' + device_label) if device_label else ''}")
-    heartbeat = _Heartbeat(run.pk, every=max(1.0, settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT / 4))
+    heartbeat = Heartbeat(TrainingRun, run.pk)
     heartbeat.start()
     staging = staging_dir_for(run)
     shutil.rmtree(staging, ignore_errors=True)
@@ -239,6 +249,10 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
         else:
             model = register_model(run=run, staging=staging, metrics=metrics)
             reporter.log(f"registered {model.name}")
+            from training.services.refresh import after_run_succeeded
+
+            for follow_up in after_run_succeeded(run, model):
+                reporter.log(f"queued {follow_up}")
     except BaseException as error:  # noqa: BLE001 - every failure must end as a FAILED run
         shutil.rmtree(staging, ignore_errors=True)
         reporter.log(f"failed: {error.__class__.__name__}: {error}")
@@ -302,4 +316,9 @@ def reap_stale_runs(*, now: datetime | None = None) -> int:
             ),
         )
         shutil.rmtree(staging_dir_for(run), ignore_errors=True)
+    reaped += GenerationRun.objects.filter(status=GenerationRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+        status=GenerationRun.Status.FAILED,
+        finished_at=now,
+        error="The worker stopped sending heartbeats: it was killed or lost. No rollouts were written.",
+    )
     return reaped

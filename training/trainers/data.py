@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, LargeList, List, Value
+from datasets.table import InMemoryTable
 
 PREFERENCE_COLUMNS: tuple[str, ...] = ("prompt", "chosen", "rejected")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -38,8 +40,10 @@ def load_preference_splits(dataset_path: str | Path) -> DatasetDict:
                 f"{parquet_file} is missing: a preference dataset directory needs "
                 f"{' and '.join(f'{name}.parquet' for name in SPLITS)}."
             )
-        dataset = Dataset.from_parquet(str(parquet_file))
-        formats[split] = _check_columns(dataset, parquet_file)
+        dataset = _read_parquet(parquet_file)
+        _check_columns_present(dataset, parquet_file)
+        if len(dataset):  # an empty split written from empty lists has untyped (null) columns: nothing to check
+            formats[split] = _check_column_types(dataset, parquet_file)
         splits[split] = dataset.select_columns(list(PREFERENCE_COLUMNS))
     if len(set(formats.values())) > 1:
         raise ValueError(
@@ -56,13 +60,26 @@ def preference_format(dataset: Dataset) -> str:
     return _column_format(dataset.features["chosen"]) or "unknown"
 
 
-def _check_columns(dataset: Dataset, parquet_file: Path) -> str:
+def _read_parquet(parquet_file: Path) -> Dataset:
+    """Read with pyarrow into memory rather than `Dataset.from_parquet`.
+
+    `from_parquet` fails on an empty file ('Instruction "train" corresponds to no data!'), which is what the exporter
+    writes for an empty test split, and it copies every file into the shared HF cache. Human-preference datasets are
+    megabytes, so holding them in memory costs nothing.
+    """
+    return Dataset(InMemoryTable(pq.read_table(parquet_file)))
+
+
+def _check_columns_present(dataset: Dataset, parquet_file: Path) -> None:
     missing = [name for name in PREFERENCE_COLUMNS if name not in dataset.column_names]
     if missing:
         raise ValueError(
             f"{parquet_file} lacks column(s) {', '.join(missing)}; found {', '.join(dataset.column_names)}. "
             f"A preference dataset needs {', '.join(PREFERENCE_COLUMNS)}."
         )
+
+
+def _check_column_types(dataset: Dataset, parquet_file: Path) -> str:
     column_formats = {}
     for name in PREFERENCE_COLUMNS:
         column_format = _column_format(dataset.features[name])

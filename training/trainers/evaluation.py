@@ -44,7 +44,7 @@ def reward_scores(
                 heartbeat()
     finally:
         model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected)
+    return _concat(chosen), _concat(rejected)
 
 
 def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
@@ -103,7 +103,7 @@ def sequence_logps(
                 heartbeat()
     finally:
         model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected)
+    return _concat(chosen), _concat(rejected)
 
 
 def dpo_metrics(
@@ -129,3 +129,8 @@ def dpo_metrics(
         "reward_margin": (chosen_rewards - rejected_rewards).mean().item(),
         "reward_accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
     }
+
+
+def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    # An empty test split (or one whose pairs were all over max_length) yields no batches.
+    return torch.cat(parts) if parts else torch.empty(0)

@@ -17,7 +17,7 @@ ShouldStop = Callable[[], bool]
 Heartbeat = Callable[[], None]
 
 
-class ProgressCallback(TrainerCallback):
+class ProgressReporter(TrainerCallback):
     """Forward TRL's log events, stop when asked, beat once per optimizer step (and per accumulation micro-step).
 
     Exceptions raised by the callables propagate and fail the run: a progress sink that cannot write is a real error,

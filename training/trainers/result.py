@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -17,10 +17,11 @@ class TrainResult:
 
     output_dir: str
     #: Flat name -> float: held-out metrics before/after training (`test_*_before`, `test_*_after`), `test_pairs`,
-    #: and TRL's end-of-training summary (`train_loss`, `train_runtime`, ...).
+    #: `train_pairs` (after TRL's length filtering) and TRL's end-of-training summary (`train_loss`, `train_runtime`).
     metrics: dict[str, float]
-    #: One dict per TRL log event, each with its `step`: loss, learning rate, grad norm, TRL's reward metrics.
-    history: list[dict[str, float]]
+    #: One dict per TRL log event, each with its `step`: loss, learning rate, grad norm, TRL's own metrics.
+    #: NaN/inf values are stored as None (JSON has no NaN).
+    history: list[dict[str, float | None]]
     #: Where training ran, e.g. "cpu" or "cuda:0 NVIDIA H100 80GB HBM3".
     device: str
     #: Optimizer steps actually completed (fewer than planned when stopped early).
@@ -35,8 +36,8 @@ class TrainResult:
     train_seconds: float
     #: CUDA: `torch.cuda.max_memory_allocated` during the call. CPU: the process's peak resident set size so far.
     peak_memory_bytes: int
+    #: True when `should_stop` cancelled the run.
     stopped_early: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""

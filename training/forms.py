@@ -1,0 +1,347 @@
+"""Forms for the training admin: export a dataset version, start a run, register a base model, auto-train.
+
+Validation rules live in the services and config dataclasses (`ExportOptions`, `validate_run_request`,
+`RUN_CONFIGS[kind].from_dict`); these forms only turn inputs into their arguments and put the errors
+they raise next to the right input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.http import QueryDict
+
+from labeling.models import PromptSet
+from training.models import AutoTrainPolicy, DatasetVersion, ModelVersion, TrainingRun
+from training.services.autotrain import latest_policy_for
+from training.services.export import ExportError, ExportOptions
+from training.services.runs import RunRejected
+from training.trainers.config import RUN_CONFIGS, ConfigError
+
+# --- export ---------------------------------------------------------------------------------------------------------
+
+TIES_CHOICES = [("drop", "drop — tied rollouts give no pair"), ("mark", "mark — keep them as rows with tie=true")]
+ALL_BAD_CHOICES = [("skip", "skip — 'all bad' rankings give no pairs"), ("keep", "keep — use their order as given")]
+FLAGGED_CHOICES = [
+    ("never_chosen", "never chosen — a flagged rollout may lose, never win"),
+    ("exclude", "exclude — remove flagged rollouts before pairing"),
+    ("ignore", "ignore — treat flagged rollouts like any other"),
+]
+AGGREGATION_CHOICES = [
+    ("per_annotator", "per annotator — one row per annotator's pair"),
+    ("majority", "majority — one row per pair, weight = vote margin"),
+    ("bradley_terry", "Bradley–Terry — one row per pair, ordered by fitted strength"),
+]
+FORMAT_CHOICES = [
+    ("standard", "standard — prompt/chosen/rejected as strings"),
+    ("conversational", "conversational — lists of chat messages"),
+]
+
+
+# What a browser's datetime-local input sends and expects back.
+_DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
+
+
+class AnnotatorChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, user: Any) -> str:
+        return user.get_username()
+
+
+class ExportForm(forms.Form):
+    """Everything `ExportOptions` takes, plus a name; `options()` builds the validated options."""
+
+    prompt_sets = forms.ModelMultipleChoiceField(
+        queryset=PromptSet.objects.order_by("name"), widget=forms.CheckboxSelectMultiple
+    )
+    since = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=_DATETIME_LOCAL),
+        help_text="Only rankings submitted at or after this time (UTC).",
+    )
+    until = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=_DATETIME_LOCAL),
+        help_text="Only rankings submitted before this time (UTC).",
+    )
+    annotators = AnnotatorChoiceField(
+        queryset=get_user_model().objects.none(),
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+        help_text="Only these annotators' rankings; none selected means everyone's.",
+    )
+    ties = forms.ChoiceField(choices=TIES_CHOICES, initial="drop")
+    all_bad = forms.ChoiceField(choices=ALL_BAD_CHOICES, initial="skip", label="All-bad rankings")
+    flagged = forms.ChoiceField(choices=FLAGGED_CHOICES, initial="never_chosen", label="Flagged rollouts")
+    aggregation = forms.ChoiceField(choices=AGGREGATION_CHOICES, initial="per_annotator")
+    format = forms.ChoiceField(choices=FORMAT_CHOICES, initial="standard")
+    test_fraction = forms.FloatField(
+        initial=0.1, help_text="Share of prompts held out for evaluation, in [0, 1). The split is by prompt."
+    )
+    seed = forms.IntegerField(initial=0, help_text="Decides which prompts land in the test split.")
+    name = forms.CharField(max_length=200, required=False, help_text="Optional; defaults to pairs-<hash prefix>.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only people who ranked something are worth offering; evaluated per request, not at import.
+        self.fields["annotators"].queryset = (
+            get_user_model().objects.filter(rankings__isnull=False).distinct().order_by("username")
+        )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        try:
+            self._options = ExportOptions(
+                prompt_set_ids=tuple(prompt_set.pk for prompt_set in cleaned["prompt_sets"]),
+                since=cleaned.get("since"),
+                until=cleaned.get("until"),
+                annotator_ids=tuple(user.pk for user in cleaned.get("annotators") or ()),
+                ties=cleaned["ties"],
+                all_bad=cleaned["all_bad"],
+                flagged=cleaned["flagged"],
+                aggregation=cleaned["aggregation"],
+                format=cleaned["format"],
+                test_fraction=cleaned["test_fraction"],
+                seed=cleaned["seed"],
+            )
+        except ExportError as error:
+            raise forms.ValidationError(str(error)) from None
+        return cleaned
+
+    def options(self) -> ExportOptions:
+        """The validated export options (after `is_valid()`)."""
+        return self._options
+
+
+# --- runs -----------------------------------------------------------------------------------------------------------
+
+#: Config keys shown as their own inputs; every other key is set through the advanced JSON.
+COMMON_CONFIG_FIELDS = (
+    "learning_rate",
+    "max_steps",
+    "num_train_epochs",
+    "per_device_batch_size",
+    "max_length",
+    "seed",
+    "beta",
+    "lora",
+)
+#: Fields of the run form that are not config keys.
+_RUN_FIELDS = ("kind", "dataset_version", "base_model", "parent_model", "advanced_config", "config_kind")
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """`int | None` → (int, True); `float` → (float, False)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        rest = [arg for arg in args if arg is not type(None)]
+        return (rest[0] if len(rest) == 1 else Any), True
+    return hint, False
+
+
+def config_form_field(config_field: dataclasses.Field, hint: Any) -> forms.Field:
+    """A form field for one config dataclass field: its default as initial, its metadata help as help text.
+
+    Range checks are left to the dataclass, so the form says exactly what a worker would have said.
+    """
+    base, optional = _unwrap_optional(hint)
+    help_text = config_field.metadata.get("help", "")
+    label = config_field.name.replace("_", " ").capitalize()
+    default = config_field.default if config_field.default is not dataclasses.MISSING else None
+    if base is bool:
+        return forms.BooleanField(required=False, initial=default, help_text=help_text, label=label)
+    if optional:
+        help_text = f"{help_text} Leave blank for none.".strip()
+    else:
+        help_text = f"{help_text} Leave blank for the default ({default}).".strip()
+    if base is int:
+        return forms.IntegerField(required=False, initial=default, help_text=help_text, label=label)
+    if base is float:
+        # Text input: a number input would reject "1e-5" in some browsers and round tiny rates.
+        widget = forms.TextInput(attrs={"inputmode": "decimal", "size": 12})
+        return forms.FloatField(required=False, initial=default, help_text=help_text, label=label, widget=widget)
+    return forms.CharField(required=False, initial=default, help_text=help_text, label=label)
+
+
+def config_fields_of(kind: str) -> list[tuple[dataclasses.Field, Any]]:
+    """(dataclass field, resolved type hint) for every key of the config class of `kind`."""
+    config_class = RUN_CONFIGS[kind]
+    hints = typing.get_type_hints(config_class)
+    return [(config_field, hints[config_field.name]) for config_field in dataclasses.fields(config_class)]
+
+
+class ModelVersionChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, model_version: ModelVersion) -> str:
+        return f"{model_version.name} ({model_version.get_kind_display()})"
+
+
+class DatasetVersionChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, version: DatasetVersion) -> str:
+        return f"{version} — {version.n_train} train / {version.n_test} test pairs"
+
+
+class RunForm(forms.Form):
+    """Start a training run: what to train on and from, plus the chosen kind's hyper-parameters.
+
+    The hyper-parameter inputs belong to one kind (`config_kind`, a hidden field), because the
+    defaults differ (e.g. the learning rate). When the kind select changes without JavaScript, the
+    posted numbers are the other kind's; `kind_switched` then tells the view to show fresh inputs
+    instead of silently training with the wrong defaults.
+    """
+
+    kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, initial=TrainingRun.Kind.DPO)
+    dataset_version = DatasetVersionChoiceField(queryset=DatasetVersion.objects.all())
+    base_model = forms.CharField(
+        max_length=500,
+        required=False,
+        help_text="Local path or hub id of the starting weights; ignored when a parent model is chosen.",
+    )
+    parent_model = ModelVersionChoiceField(
+        queryset=ModelVersion.objects.order_by("-created_at"),
+        required=False,
+        help_text="Continue from a registered model instead (DPO needs a policy).",
+    )
+    advanced_config = forms.CharField(
+        required=False,
+        label="Advanced config (JSON)",
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "spellcheck": "false", "class": "vLargeTextField"}),
+        help_text='A JSON object merged on top of the fields above, e.g. {"logging_steps": 5, "eval": false}.',
+    )
+    config_kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, widget=forms.HiddenInput)
+
+    def __init__(self, data: QueryDict | None = None, *, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init__(data, **kwargs)
+        self.fields["base_model"].initial = settings.PREFLOOP_DEFAULT_BASE_MODEL
+        if data is not None:
+            posted_kind = data.get("kind", "")
+            kind = data.get("config_kind") or posted_kind
+            self.kind_switched = posted_kind in RUN_CONFIGS and kind in RUN_CONFIGS and posted_kind != kind
+            self.new_kind = posted_kind
+        else:
+            kind = kind or self.initial.get("kind")
+            self.kind_switched = False
+        self.config_kind = kind if kind in RUN_CONFIGS else TrainingRun.Kind.DPO
+        self.fields["config_kind"].initial = self.config_kind
+        if data is None:
+            self.initial["kind"] = self.config_kind
+        self.config_field_names: list[str] = []
+        self.other_config_fields: list[dict[str, str]] = []
+        for config_field, hint in config_fields_of(self.config_kind):
+            if config_field.name in COMMON_CONFIG_FIELDS:
+                self.fields[config_field.name] = config_form_field(config_field, hint)
+                self.config_field_names.append(config_field.name)
+            else:
+                default = config_field.default if config_field.default is not dataclasses.MISSING else None
+                self.other_config_fields.append(
+                    {
+                        "name": config_field.name,
+                        "default": json.dumps(default),
+                        "help": config_field.metadata.get("help", ""),
+                    }
+                )
+
+    @classmethod
+    def initial_from_query(cls, query: QueryDict) -> dict[str, str]:
+        """Initial values carried in a query string (a kind switch, or a "train on this dataset" link)."""
+        return {
+            name: query[name]
+            for name in ("kind", "dataset_version", "base_model", "parent_model", "advanced_config")
+            if query.get(name)
+        }
+
+    def carried_over(self) -> dict[str, str]:
+        """The non-hyper-parameter inputs as posted, to pre-fill a fresh form for another kind."""
+        return {name: self.data[name] for name in _RUN_FIELDS if name != "config_kind" and self.data.get(name)}
+
+    def clean_advanced_config(self) -> dict[str, Any]:
+        text = self.cleaned_data["advanced_config"].strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(
+                f"Not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
+            ) from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError(f"Expected a JSON object ({{...}}), got {type(value).__name__}.")
+        return value
+
+    def config(self) -> dict[str, Any]:
+        """The config dict for `start_run`: the inputs (blank non-optional ones left to their defaults) + the JSON."""
+        hints = {f.name: hint for f, hint in config_fields_of(self.config_kind)}
+        config: dict[str, Any] = {}
+        for name in self.config_field_names:
+            value = self.cleaned_data.get(name)
+            if value is None and not _unwrap_optional(hints[name])[1]:
+                continue
+            config[name] = value
+        config.update(self.cleaned_data.get("advanced_config") or {})
+        return config
+
+    def add_rejection(self, error: RunRejected) -> None:
+        """Put a service's refusal next to the input it is about."""
+        target = error.field
+        if target == "config" or (target and target not in self.fields):
+            # A config key without its own input (or a problem spanning keys) belongs to the JSON box.
+            target = "advanced_config"
+        self.add_error(target, str(error))
+
+
+# --- model registry -------------------------------------------------------------------------------------------------
+
+
+def _looks_like_local_path(name: str) -> bool:
+    # The rule `validate_run_request` applies to base models: a hub id has at most one slash.
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+class BaseModelRegistrationForm(forms.ModelForm):
+    """A hand-registered starting model (no run, no dataset): name, kind and where its weights are."""
+
+    class Meta:
+        model = ModelVersion
+        fields = ["name", "kind", "path"]
+
+    def clean_path(self) -> str:
+        path = self.cleaned_data["path"].strip()
+        if _looks_like_local_path(path) and not Path(path).expanduser().exists():
+            raise forms.ValidationError(f"{path} does not exist on this machine.")
+        return path
+
+
+# --- auto-train -----------------------------------------------------------------------------------------------------
+
+
+class AutoTrainPolicyForm(forms.ModelForm):
+    """Checks a scheduled run's config the way `start_run` will, so a bad policy fails here, not at 3 a.m."""
+
+    class Meta:
+        model = AutoTrainPolicy
+        fields = ["prompt_set", "enabled", "min_new_rankings", "kind", "base_model", "config", "refresh_after_dpo"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        kind, config = cleaned.get("kind"), cleaned.get("config")
+        if kind in RUN_CONFIGS and config is not None:
+            try:
+                RUN_CONFIGS[kind].from_dict(config or {})
+            except ConfigError as error:
+                self.add_error("config", str(error))
+        prompt_set = cleaned.get("prompt_set")
+        if kind in RUN_CONFIGS and prompt_set is not None and not (cleaned.get("base_model") or "").strip():
+            # Scheduled DPO continues from the newest policy trained on this set; anything else needs a base model.
+            has_policy = kind == TrainingRun.Kind.DPO and latest_policy_for(AutoTrainPolicy(prompt_set=prompt_set))
+            if not has_policy:
+                self.add_error(
+                    "base_model", "Give a base model: there is no earlier policy for this prompt set to continue from."
+                )
+        return cleaned

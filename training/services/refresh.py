@@ -1,0 +1,16 @@
+"""Closing the loop: after a scheduled DPO run, its policy generates fresh rollouts for the set."""
+from __future__ import annotations
+
+from training.models import AutoTrainPolicy, GenerationRun, ModelVersion, TrainingRun
+
+
+def after_run_succeeded(run: TrainingRun, model: ModelVersion) -> list[GenerationRun]:
+    """Queue generation for each auto-trained set of a scheduled DPO run that asks for a refresh."""
+    if run.kind != TrainingRun.Kind.DPO or run.trigger != "schedule":
+        return []
+    from training.services.generation import start_generation
+
+    policies = AutoTrainPolicy.objects.filter(
+        prompt_set__in=run.dataset_version.prompt_sets.all(), enabled=True, refresh_after_dpo=True
+    ).select_related("prompt_set")
+    return [start_generation(policy=model, prompt_set=p.prompt_set, trigger="schedule") for p in policies]

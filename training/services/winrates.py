@@ -1,0 +1,101 @@
+"""Win rates per policy version: from human rankings (Bradley–Terry + bootstrap) and from a reward model."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from labeling.models import Prompt, PromptSet
+from labeling.selectors import rankings_by_round, rollout_policies, rollouts_of_policies
+from training.models import ModelVersion, RolloutScore
+from training.ratings import Rating, WinRate, bootstrap_ratings, pairwise_win_rates, wilson_interval
+
+
+def policy_comparisons(prompt_set_ids: list[int]) -> list[tuple[int, str, str]]:
+    """(round, winning policy, losing policy) for every ranked pair of rollouts from different policies."""
+    policy_of = rollout_policies(prompt_set_ids=prompt_set_ids)
+    out = []
+    for round_number, tiers, all_bad in rankings_by_round(prompt_set_ids=prompt_set_ids):
+        if all_bad:
+            continue  # an order among answers all judged bad says little about the policies
+        for i, better_tier in enumerate(tiers):
+            for worse_tier in tiers[i + 1 :]:
+                for better in better_tier:
+                    for worse in worse_tier:
+                        a, b = policy_of.get(better), policy_of.get(worse)
+                        if a is not None and b is not None and a != b:
+                            out.append((round_number, a, b))
+    return out
+
+
+@dataclass(frozen=True)
+class HumanWinRates:
+    ratings: dict[str, Rating]
+    win_rates: list[WinRate]
+    by_round: dict[int, dict[str, Rating]]  # ratings from all comparisons up to and including the round
+    comparisons: int
+
+
+def human_win_rates(prompt_set: PromptSet, *, samples: int = 200, seed: int = 0) -> HumanWinRates:
+    rows = policy_comparisons([prompt_set.pk])
+    pairs = [(winner, loser) for _, winner, loser in rows]
+    by_round: dict[int, dict[str, Rating]] = {}
+    for round_number in sorted({r for r, _, _ in rows}):
+        upto = [(w, l) for r, w, l in rows if r <= round_number]
+        by_round[round_number] = bootstrap_ratings(upto, samples=max(20, samples // 4), seed=seed)
+    return HumanWinRates(
+        ratings=bootstrap_ratings(pairs, samples=samples, seed=seed),
+        win_rates=pairwise_win_rates(pairs),
+        by_round=by_round,
+        comparisons=len(pairs),
+    )
+
+
+def win_rate_of(new: str, old: str, win_rates: list[WinRate]) -> WinRate | None:
+    return next((w for w in win_rates if w.a == new and w.b == old), None)
+
+
+@dataclass(frozen=True)
+class AutomaticWinRate:
+    new: str
+    old: str
+    reward_model: str
+    wins: int
+    losses: int
+    rate: float
+    low: float
+    high: float
+
+
+def score_rollouts(*, reward_model: ModelVersion, prompt_set: PromptSet, policies: list[str]) -> int:
+    """Score the policies' rollouts in the set that this reward model has not scored yet (worker side)."""
+    from training.trainers.generation import score_with_reward_model
+
+    done = set(RolloutScore.objects.filter(reward_model=reward_model).values_list("rollout_id", flat=True))
+    todo = [row for row in rollouts_of_policies(prompt_set_id=prompt_set.pk, policies=policies) if row[0] not in done]
+    if not todo:
+        return 0
+    prompts = {p["id"]: (p["messages"] if p["messages"] is not None else p["text"]) for p in Prompt.objects.filter(id__in={r[1] for r in todo}).values("id", "text", "messages")}
+    scores = score_with_reward_model(model_path=reward_model.path, prompts=[prompts[r[1]] for r in todo], completions=[r[3] for r in todo])
+    RolloutScore.objects.bulk_create(
+        [RolloutScore(rollout_id=r[0], reward_model=reward_model, score=s) for r, s in zip(todo, scores)], ignore_conflicts=True
+    )
+    return len(todo)
+
+
+def automatic_win_rate(*, reward_model: ModelVersion, prompt_set: PromptSet, new: str, old: str) -> AutomaticWinRate | None:
+    """Over prompts both policies answered: how often a new rollout out-scores an old one."""
+    scores = dict(RolloutScore.objects.filter(reward_model=reward_model).values_list("rollout_id", "score"))
+    by_prompt: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for rollout_id, prompt_id, policy, _ in rollouts_of_policies(prompt_set_id=prompt_set.pk, policies=[new, old]):
+        if rollout_id in scores:
+            by_prompt[prompt_id][policy].append(scores[rollout_id])
+    wins = losses = 0
+    for per_policy in by_prompt.values():
+        for a in per_policy.get(new, []):
+            for b in per_policy.get(old, []):
+                wins += a > b
+                losses += a < b
+    if wins + losses == 0:
+        return None
+    low, high = wilson_interval(wins, wins + losses)
+    return AutomaticWinRate(new, old, reward_model.name, wins, losses, wins / (wins + losses), low, high)

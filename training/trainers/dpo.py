@@ -1,0 +1,199 @@
+"""Direct Preference Optimization: a thin lifecycle (setup -> evaluate -> train -> evaluate -> save) over TRL.
+
+The reference policy is loaded separately and frozen: from `ref_model` when given, else from `policy_model` itself
+(TRL's own fallback reloads by config name, which breaks for some local setups). With `lora=True` and no `ref_model`
+there is no second copy at all: TRL computes reference log-probs with the adapter disabled. Either way the saved
+output is a plain causal LM (a LoRA adapter is merged first), so generation and the next DPO round load it with
+`AutoModelForCausalLM` and nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import DatasetDict
+import torch
+from peft import LoraConfig, PeftModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from trl import DPOConfig, DPOTrainer
+
+from ._runtime import (
+    RunClock,
+    ThroughputMixin,
+    build_result,
+    load_tokenizer,
+    quiet_console,
+    phase_metrics,
+    release_memory,
+    require_test_split,
+    resolve_device,
+    summary_metrics,
+    trl_arguments,
+)
+from .config import DPORunConfig
+from .data import load_preference_splits
+from .evaluation import dpo_metrics, sequence_logps
+from .progress import Heartbeat, OnLog, ProgressReporter, ShouldStop
+from .result import TrainResult
+
+
+class _DPOTrainer(ThroughputMixin, DPOTrainer):
+    """TRL's DPOTrainer, counting pairs and tokens for throughput."""
+
+
+def train_dpo(
+    *,
+    dataset_path: str | Path,
+    policy_model: str,
+    output_dir: str | Path,
+    config: DPORunConfig,
+    ref_model: str | None = None,
+    on_log: OnLog | None = None,
+    should_stop: ShouldStop | None = None,
+    heartbeat: Heartbeat | None = None,
+) -> TrainResult:
+    """Fine-tune `policy_model` with DPO on the train split and save the (merged) causal LM + tokenizer.
+
+    Metrics, on the test split before and after training: mean completion log-prob of chosen and rejected answers
+    under the policy, their mean margin and how often chosen wins (`logp_*`), and DPO's implicit reward
+    beta * (log pi - log pi_ref) margin and accuracy (`reward_*`). A run cancelled through `should_stop` saves
+    nothing and returns `stopped_early=True`.
+    """
+    output_dir = Path(output_dir)
+    device = resolve_device(config.device)
+    clock = RunClock.start(device)
+    progress = ProgressReporter(on_log=on_log, should_stop=should_stop, heartbeat=heartbeat)
+    progress.beat()
+
+    splits = load_preference_splits(dataset_path)
+    require_test_split(config, len(splits["test"]), dataset_path)
+    trainer = _setup_trainer(
+        splits=splits,
+        policy_model=policy_model,
+        ref_model=ref_model,
+        output_dir=output_dir,
+        config=config,
+        device=device,
+        progress=progress,
+    )
+    try:
+        # Counted after TRL's preprocessing, which drops pairs whose prompt alone fills max_length.
+        metrics: dict[str, float] = {"train_pairs": float(len(trainer.train_dataset))}
+        reference_logps = None
+        if config.eval:
+            reference_logps = _test_logps(trainer, progress, reference=True)
+            metrics |= _held_out_metrics(trainer, progress, reference_logps, config.beta, "before")
+        train_output = trainer.train()
+        metrics |= summary_metrics(train_output.metrics)
+        if not progress.stopped_early:
+            if config.eval:
+                metrics |= _held_out_metrics(trainer, progress, reference_logps, config.beta, "after")
+            _save_merged(trainer, output_dir)
+        return build_result(
+            trainer=trainer,
+            progress=progress,
+            output_dir=output_dir,
+            metrics=metrics,
+            train_seconds=float(train_output.metrics.get("train_runtime", 0.0)),
+            clock=clock,
+        )
+    finally:
+        del trainer
+        release_memory(device)
+
+
+def _setup_trainer(
+    *,
+    splits: DatasetDict,
+    policy_model: str,
+    ref_model: str | None,
+    output_dir: Path,
+    config: DPORunConfig,
+    device: str,
+    progress: ProgressReporter,
+) -> _DPOTrainer:
+    needs_test = config.eval or config.eval_steps is not None
+    args = DPOConfig(
+        **trl_arguments(config, output_dir=output_dir, device=device),
+        beta=config.beta,
+        loss_type=[config.loss_type],
+    )
+    trainer = _DPOTrainer(
+        model=policy_model,
+        ref_model=_reference_model(ref_model, policy_model, config),
+        args=args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["test"] if needs_test else None,
+        processing_class=load_tokenizer(policy_model),
+        peft_config=_lora_config(config) if config.lora else None,
+        callbacks=[progress],
+    )
+    quiet_console(trainer)
+    return trainer
+
+
+def _reference_model(ref_model: str | None, policy_model: str, config: DPORunConfig) -> PreTrainedModel | None:
+    """A frozen copy of `ref_model` (default: the starting policy), or None for LoRA without an explicit reference.
+
+    With LoRA, TRL computes reference log-probs by disabling the adapter, so a second copy would only cost memory.
+    """
+    if ref_model is None and config.lora:
+        return None
+    # float32 like the policy TRL loads, so reference and policy log-probs agree exactly at step 0.
+    reference = AutoModelForCausalLM.from_pretrained(ref_model or policy_model, dtype=torch.float32)
+    reference.requires_grad_(False)
+    return reference.eval()
+
+
+def _lora_config(config: DPORunConfig) -> LoraConfig:
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        # "all-linear": every Linear/Conv1D except the output head, which TRL refuses to adapt.
+        target_modules=config.lora_target_modules or "all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _test_logps(
+    trainer: _DPOTrainer, progress: ProgressReporter, *, reference: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) completion log-probs on the test split under the policy, or under the reference."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    loader = trainer.get_eval_dataloader()
+    kwargs = {"autocast": trainer.accelerator.autocast, "heartbeat": progress.beat}
+    if not reference:
+        return sequence_logps(model, loader, **kwargs)
+    if trainer.ref_model is not None:
+        return sequence_logps(trainer.ref_model, loader, **kwargs)
+    with model.disable_adapter():  # LoRA without an explicit reference: the base model is the reference
+        return sequence_logps(model, loader, **kwargs)
+
+
+def _held_out_metrics(
+    trainer: _DPOTrainer,
+    progress: ProgressReporter,
+    reference_logps: tuple[torch.Tensor, torch.Tensor],
+    beta: float,
+    phase: str,
+) -> dict[str, float]:
+    policy_chosen, policy_rejected = _test_logps(trainer, progress, reference=False)
+    metrics = {"test_pairs": float(len(policy_chosen))}
+    if len(policy_chosen):
+        ref_chosen, ref_rejected = reference_logps
+        metrics |= phase_metrics(
+            dpo_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=beta), phase
+        )
+    return metrics
+
+
+def _save_merged(trainer: _DPOTrainer, output_dir: Path) -> None:
+    """Save a plain causal LM: merge a LoRA adapter into the base weights first."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel):
+        model.merge_and_unload().save_pretrained(output_dir)
+        trainer.processing_class.save_pretrained(output_dir)
+    else:
+        trainer.save_model(str(output_dir))  # model + tokenizer
