@@ -10,7 +10,7 @@ from training.models import DatasetVersion, GenerationRun, ModelVersion
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
-def test_one_round_of_the_loop_improves_the_policy_by_human_judgement(settings, tmp_path):
+def test_one_round_of_the_loop_improves_the_policy_by_human_judgement(settings, tmp_path, client):
     """Import → rank via the API → export → RM → DPO → generate → rank again: win rate > 50%, with its interval."""
     settings.PREFLOOP_DATA_DIR = tmp_path / "data"
     lines: list[str] = []
@@ -30,3 +30,16 @@ def test_one_round_of_the_loop_improves_the_policy_by_human_judgement(settings, 
     assert report.win_rate_low <= report.win_rate <= report.win_rate_high
     assert report.reward_model_win_rate is not None and report.reward_model_win_rate > 0.5
     assert any("human win rate" in line and "95% CI" in line for line in lines)
+
+    # Researchers see both judges on the win-rate page; annotators do not get in.
+    from tests.factories import AnnotatorFactory, UserFactory
+    from labeling.roles import RESEARCHERS
+    from django.contrib.auth.models import Group
+
+    researcher = UserFactory()
+    researcher.groups.add(Group.objects.get_or_create(name=RESEARCHERS)[0])
+    client.force_login(researcher)
+    page = client.get(f"/training/win-rates/{report.prompt_set}/").content.decode()
+    assert report.new_policy in page and report.reward_model in page and "<svg" in page
+    client.force_login(AnnotatorFactory())
+    assert client.get(f"/training/win-rates/{report.prompt_set}/").status_code == 302
