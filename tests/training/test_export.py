@@ -138,3 +138,30 @@ def test_bad_rule_names_are_refused():
     """Options are validated before any work."""
     with pytest.raises(ExportError, match="ties must be one of"):
         ExportOptions(prompt_set_ids=(1,), ties="sometimes")
+
+
+def test_marked_tie_rows_are_exported_but_never_trained_on():
+    """ties='mark' keeps tie rows in the files; the trainers' loader drops them."""
+    import datasets
+
+    from labeling.models import Ranking
+    from training.trainers.data import load_preference_splits
+
+    prompt_set = ranked_prompt_set(n_prompts=6, k=3, overlap=1)
+    for ranking in Ranking.objects.all():
+        ranking.tiers = [ranking.tiers[0] + ranking.tiers[1], ranking.tiers[2]]  # the top two tied
+        ranking.save()
+    version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), ties="mark", test_fraction=0.0)).version
+    rows = datasets.Dataset.from_parquet(f"{version.path}/train.parquet")
+    assert sum(rows["tie"]) == 6 and len(rows) == 18
+    assert len(load_preference_splits(version.path)["train"]) == 12
+
+
+def test_standard_prompts_end_in_whitespace_so_completions_do_not_run_into_them():
+    """TRL concatenates prompt and answer: the export ends each prompt with a newline."""
+    import datasets
+
+    prompt_set = ranked_prompt_set(n_prompts=3)
+    version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.0)).version
+    prompts = datasets.Dataset.from_parquet(f"{version.path}/train.parquet")["prompt"]
+    assert all(p.endswith("?\n") for p in prompts)

@@ -44,6 +44,9 @@ def load_preference_splits(dataset_path: str | Path) -> DatasetDict:
         _check_columns_present(dataset, parquet_file)
         if len(dataset):  # an empty split written from empty lists has untyped (null) columns: nothing to check
             formats[split] = _check_column_types(dataset, parquet_file)
+        if "tie" in dataset.column_names:
+            # Tie rows (an export option) say "neither is better": no preference to learn from.
+            dataset = dataset.filter(lambda is_tie: not is_tie, input_columns="tie")
         splits[split] = dataset.select_columns(list(PREFERENCE_COLUMNS))
     if len(set(formats.values())) > 1:
         raise ValueError(

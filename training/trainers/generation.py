@@ -9,6 +9,8 @@ import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from training.trainers.formatting import completion_prompt
+
 Prompt = str | list[dict]
 
 
@@ -80,7 +82,7 @@ def generate(
 
 def _render(tokenizer, prompt: Prompt) -> str:
     if isinstance(prompt, str):
-        return prompt
+        return completion_prompt(prompt)
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
@@ -163,7 +165,7 @@ def score_with_reward_model(*, model_path: str, prompts: Sequence[Prompt], compl
     texts = []
     for prompt, completion in zip(prompts, completions):
         if isinstance(prompt, str):
-            texts.append(prompt + completion + (tokenizer.eos_token or ""))
+            texts.append(completion_prompt(prompt) + completion + (tokenizer.eos_token or ""))
         else:
             texts.append(tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": completion}], tokenize=False))
     scores: list[float] = []

@@ -1,0 +1,373 @@
+"""Behaviour of the pure-ML trainers (training/trainers/), trained for real on a tiny local GPT-2 on CPU.
+
+No Django and no database: these functions take a dataset directory, a model path and a config.
+Training runs are session-scoped fixtures shared by the tests that inspect them, to keep the file fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+
+from training.trainers import ConfigError, DPORunConfig, RewardRunConfig, TrainResult
+from training.trainers.data import load_preference_splits, preference_format
+from training.trainers.dpo import train_dpo
+from training.trainers.evaluation import completion_logps
+from training.trainers.reward import train_reward_model
+from training.trainers.tiny import build_tiny_causal_lm
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Enough steps for the tiny model to learn the politeness signal, few enough for ~1-2 s per run on a laptop CPU.
+REWARD_CONFIG = {"learning_rate": 1e-3, "max_steps": 24, "per_device_batch_size": 16, "logging_steps": 4}
+DPO_CONFIG = {"learning_rate": 1e-3, "max_steps": 12, "per_device_batch_size": 16, "logging_steps": 4}
+LORA_CONFIG = {**DPO_CONFIG, "learning_rate": 5e-3, "lora": True, "lora_r": 8, "lora_alpha": 16}
+
+
+def _causal_lm_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return dict(AutoModelForCausalLM.from_pretrained(model_dir).state_dict())
+
+
+# --- training runs shared by several tests ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def reward_run(tiny_base_model, standard_dataset, tmp_path_factory) -> TrainResult:
+    return train_reward_model(
+        dataset_path=standard_dataset,
+        base_model=str(tiny_base_model),
+        output_dir=tmp_path_factory.mktemp("reward") / "model",
+        config=RewardRunConfig.from_dict(REWARD_CONFIG),
+    )
+
+
+@pytest.fixture(scope="session")
+def dpo_run(tiny_base_model, standard_dataset, tmp_path_factory) -> TrainResult:
+    return train_dpo(
+        dataset_path=standard_dataset,
+        policy_model=str(tiny_base_model),
+        output_dir=tmp_path_factory.mktemp("dpo") / "model",
+        config=DPORunConfig.from_dict(DPO_CONFIG),
+    )
+
+
+@pytest.fixture(scope="session")
+def lora_run(tiny_base_model, standard_dataset, tmp_path_factory) -> TrainResult:
+    return train_dpo(
+        dataset_path=standard_dataset,
+        policy_model=str(tiny_base_model),
+        output_dir=tmp_path_factory.mktemp("dpo-lora") / "model",
+        config=DPORunConfig.from_dict(LORA_CONFIG),
+    )
+
+
+# --- reward model ---------------------------------------------------------------------------------------------------
+
+
+def test_reward_model_ranks_held_out_pairs_after_training(reward_run):
+    """After training, the reward model scores the chosen answer above the rejected one on >= 85% of unseen pairs."""
+    assert reward_run.metrics["test_pairs"] == 32
+    assert reward_run.metrics["test_accuracy_after"] >= 0.85
+    assert reward_run.metrics["test_margin_after"] > reward_run.metrics["test_margin_before"]
+
+
+def test_reward_training_updates_every_backbone_weight_and_saves_a_scalar_head(reward_run, tiny_base_model):
+    """Every transformer weight that the loss depends on changed, and the saved model has a single scalar output."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    saved = AutoModelForSequenceClassification.from_pretrained(reward_run.output_dir)
+    assert saved.config.num_labels == 1
+    assert AutoTokenizer.from_pretrained(reward_run.output_dir).pad_token == "<|pad|>"
+    base = _causal_lm_weights(tiny_base_model)
+    unchanged = [
+        name
+        for name, tensor in saved.state_dict().items()
+        if name.startswith("transformer.") and torch.equal(tensor, base[name])
+    ]
+    # The final LayerNorm bias adds the same constant to every score, which the Bradley-Terry loss (a function of
+    # score differences) cannot see: its gradient is exactly zero.
+    assert unchanged == ["transformer.ln_f.bias"]
+
+
+def test_reward_result_reports_history_and_throughput(reward_run):
+    """The result carries a loss history by step, the step/sample/token counts and JSON-safe metrics."""
+    steps = [entry["step"] for entry in reward_run.history if "loss" in entry]
+    assert steps == [1, 4, 8, 12, 16, 20, 24]
+    losses = [entry["loss"] for entry in reward_run.history if "loss" in entry]
+    assert losses[-1] < losses[0]
+    assert reward_run.total_steps == 24
+    assert reward_run.train_samples == 24 * 16
+    assert reward_run.train_tokens > reward_run.train_samples * 2  # every sequence is several tokens long
+    assert reward_run.device == "cpu"
+    assert reward_run.peak_memory_bytes > 0
+    assert 0 < reward_run.train_seconds <= reward_run.wall_seconds
+    json.dumps(reward_run.to_dict(), allow_nan=False)
+
+
+# --- DPO ------------------------------------------------------------------------------------------------------------
+
+
+def test_dpo_widens_held_out_chosen_minus_rejected_log_prob_margin(dpo_run):
+    """DPO raises the policy's chosen-minus-rejected log-prob margin on unseen pairs, and its implicit reward agrees."""
+    metrics = dpo_run.metrics
+    assert metrics["test_logp_margin_after"] > metrics["test_logp_margin_before"] + 5.0
+    # Before training the policy is the reference, so the implicit reward margin starts at exactly zero.
+    assert metrics["test_reward_margin_before"] == pytest.approx(0.0, abs=1e-4)
+    assert metrics["test_reward_margin_after"] > 0.5
+    assert metrics["test_reward_accuracy_after"] >= 0.85
+
+
+def test_dpo_updates_the_policy_weights(dpo_run, tiny_base_model):
+    """Full-parameter DPO changes every weight of the saved causal LM."""
+    base = _causal_lm_weights(tiny_base_model)
+    trained = _causal_lm_weights(Path(dpo_run.output_dir))
+    assert trained.keys() == base.keys()
+    assert [name for name in base if torch.equal(base[name], trained[name])] == []
+
+
+def test_dpo_with_lora_saves_a_merged_plain_causal_lm(lora_run, tiny_base_model):
+    """A LoRA run saves a plain causal LM: no adapter files, base keys, adapted weights changed, others untouched."""
+    output_dir = Path(lora_run.output_dir)
+    assert not (output_dir / "adapter_config.json").exists()
+    base = _causal_lm_weights(tiny_base_model)
+    merged = _causal_lm_weights(output_dir)
+    assert merged.keys() == base.keys()
+    changed = {name for name in base if not torch.equal(base[name], merged[name])}
+    assert "transformer.h.0.attn.c_attn.weight" in changed
+    assert "transformer.h.1.mlp.c_fc.weight" in changed
+    assert not any("ln_" in name or "wte" in name or "wpe" in name for name in changed)
+    assert lora_run.metrics["test_logp_margin_after"] > lora_run.metrics["test_logp_margin_before"]
+    assert lora_run.metrics["test_reward_margin_after"] > 0
+
+
+def test_merged_lora_model_reproduces_the_adapters_held_out_log_probs(lora_run, preference_rows):
+    """Reloaded from disk, the merged LoRA model gives the same held-out chosen log-prob the adapter had in training."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(lora_run.output_dir)
+    model = AutoModelForCausalLM.from_pretrained(lora_run.output_dir).eval()
+    logps = []
+    for row in preference_rows["test"]:
+        prompt_ids = tokenizer(row["prompt"])["input_ids"]
+        full_ids = tokenizer(row["prompt"] + row["chosen"] + tokenizer.eos_token)["input_ids"]
+        assert full_ids[: len(prompt_ids)] == prompt_ids  # the prompt is a token prefix, as TRL assumes
+        input_ids = torch.tensor([full_ids])
+        completion_mask = torch.tensor([[0] * len(prompt_ids) + [1] * (len(full_ids) - len(prompt_ids))])
+        with torch.no_grad():
+            logits = model(input_ids=input_ids).logits
+        logps.append(completion_logps(logits, input_ids, completion_mask).item())
+    assert sum(logps) / len(logps) == pytest.approx(lora_run.metrics["test_chosen_logp_after"], rel=1e-4)
+
+
+def test_an_explicit_reference_model_anchors_the_implicit_reward(dpo_run, tiny_base_model, standard_dataset, tmp_path):
+    """With the DPO-trained model as reference, the untrained base starts with a negative implicit reward margin."""
+    result = train_dpo(
+        dataset_path=standard_dataset,
+        policy_model=str(tiny_base_model),
+        ref_model=dpo_run.output_dir,
+        output_dir=tmp_path / "model",
+        config=DPORunConfig.from_dict({**DPO_CONFIG, "max_steps": 1}),
+    )
+    # reward margin = beta * (policy margin - reference margin); the reference prefers chosen far more than the base.
+    expected = DPORunConfig().beta * (
+        dpo_run.metrics["test_logp_margin_before"] - dpo_run.metrics["test_logp_margin_after"]
+    )
+    assert result.metrics["test_reward_margin_before"] == pytest.approx(expected, rel=1e-3)
+    assert result.metrics["test_reward_margin_before"] < -1.0
+
+
+def test_conversational_dataset_trains_dpo(tiny_base_model, conversational_dataset, tmp_path):
+    """DPO on {"role", "content"} messages goes through the chat template and still widens the held-out margin."""
+    result = train_dpo(
+        dataset_path=conversational_dataset,
+        policy_model=str(tiny_base_model),
+        output_dir=tmp_path / "model",
+        config=DPORunConfig.from_dict(DPO_CONFIG),
+    )
+    assert result.metrics["test_logp_margin_after"] > result.metrics["test_logp_margin_before"]
+    assert result.metrics["test_reward_accuracy_after"] >= 0.85
+
+
+def test_conversational_dataset_trains_a_reward_model(tiny_base_model, conversational_dataset, tmp_path):
+    """A reward model trained on conversational pairs ranks held-out conversations correctly."""
+    result = train_reward_model(
+        dataset_path=conversational_dataset,
+        base_model=str(tiny_base_model),
+        output_dir=tmp_path / "model",
+        config=RewardRunConfig.from_dict(REWARD_CONFIG),
+    )
+    assert result.metrics["test_accuracy_after"] >= 0.85
+
+
+# --- progress, cancellation, heartbeat ------------------------------------------------------------------------------
+
+
+def test_should_stop_cancels_training_early_and_saves_nothing(tiny_base_model, standard_dataset, tmp_path):
+    """When should_stop turns True at step 3 of 50, training stops there, no model is saved and the result says so."""
+    steps_checked = []
+
+    def should_stop() -> bool:
+        steps_checked.append(True)
+        return len(steps_checked) >= 3
+
+    output_dir = tmp_path / "model"
+    result = train_reward_model(
+        dataset_path=standard_dataset,
+        base_model=str(tiny_base_model),
+        output_dir=output_dir,
+        config=RewardRunConfig.from_dict({**REWARD_CONFIG, "max_steps": 50, "eval": False}),
+        should_stop=should_stop,
+    )
+    assert result.stopped_early
+    assert result.total_steps == 3
+    assert not (output_dir / "model.safetensors").exists()
+
+
+def test_progress_is_reported_at_each_log_and_heartbeat_at_each_step(tiny_base_model, standard_dataset, tmp_path):
+    """on_log receives (step, total_steps, logs) at every logging step and heartbeat fires at least once per step."""
+    reports: list[tuple[int, int, dict]] = []
+    heartbeats: list[int] = []
+    result = train_dpo(
+        dataset_path=standard_dataset,
+        policy_model=str(tiny_base_model),
+        output_dir=tmp_path / "model",
+        config=DPORunConfig.from_dict({**DPO_CONFIG, "max_steps": 4, "logging_steps": 2, "eval": False}),
+        on_log=lambda step, total, logs: reports.append((step, total, logs)),
+        heartbeat=lambda: heartbeats.append(1),
+    )
+    loss_reports = [(step, total) for step, total, logs in reports if "loss" in logs]
+    assert loss_reports == [(1, 4), (2, 4), (4, 4)]
+    assert all(logs["step"] == step for step, _, logs in reports)
+    assert len(heartbeats) >= result.total_steps == 4
+
+
+# --- configs --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0, -0.1, math.nan, math.inf, "0.1", True])
+def test_invalid_beta_is_rejected_naming_the_field(beta):
+    """A non-positive, non-finite or non-numeric beta raises a ConfigError that names DPORunConfig.beta."""
+    with pytest.raises(ConfigError, match=r"DPORunConfig\.beta must be a finite number > 0") as error:
+        DPORunConfig.from_dict({"beta": beta})
+    assert error.value.field == "beta"
+
+
+def test_unknown_config_keys_are_rejected_and_listed():
+    """from_dict refuses unknown keys, lists every one of them and suggests the likely intended key."""
+    with pytest.raises(ConfigError) as error:
+        RewardRunConfig.from_dict({"learning_rte": 1e-5, "epochs": 3, "seed": 1})
+    message = str(error.value)
+    assert "'epochs'" in message and "'learning_rte'" in message
+    assert "did you mean 'learning_rate'?" in message
+    assert "seed" not in message.split("Allowed keys")[0]
+
+
+@pytest.mark.parametrize(
+    ("config_class", "data", "field"),
+    [
+        (RewardRunConfig, {"per_device_batch_size": 0}, "per_device_batch_size"),
+        (RewardRunConfig, {"max_steps": 2.5}, "max_steps"),
+        (RewardRunConfig, {"device": "tpu"}, "device"),
+        (DPORunConfig, {"loss_type": "exo_pair"}, "loss_type"),
+        (DPORunConfig, {"lora_dropout": 1.0}, "lora_dropout"),
+        (DPORunConfig, {"lora_target_modules": "c_attn"}, "lora_target_modules"),
+    ],
+)
+def test_invalid_config_values_name_their_field(config_class, data, field):
+    """Each invalid value raises a ConfigError whose field and message name the offending key."""
+    with pytest.raises(ConfigError, match=rf"{config_class.__name__}\.{field} must be") as error:
+        config_class.from_dict(data)
+    assert error.value.field == field
+
+
+def test_config_round_trips_through_json():
+    """to_dict output survives JSON and from_dict rebuilds an equal config."""
+    config = DPORunConfig(beta=0.25, lora=True, lora_target_modules=["c_attn"], max_steps=7)
+    assert DPORunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_config_module_imports_no_ml_library():
+    """Importing the configs (as the web process does) loads neither torch, transformers, trl nor datasets."""
+    code = (
+        "import sys, training.trainers.config, training.trainers; "
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, env=environment)
+
+
+# --- data loading ---------------------------------------------------------------------------------------------------
+
+
+def test_loader_keeps_only_preference_columns_and_detects_format(standard_dataset, conversational_dataset):
+    """Exporter bookkeeping columns are dropped and each directory's format is recognised."""
+    standard = load_preference_splits(standard_dataset)
+    conversational = load_preference_splits(conversational_dataset)
+    assert standard["train"].column_names == ["prompt", "chosen", "rejected"]
+    assert (len(standard["train"]), len(standard["test"])) == (96, 32)
+    assert preference_format(standard["train"]) == "standard"
+    assert preference_format(conversational["test"]) == "conversational"
+
+
+def test_loader_names_the_missing_column_and_file(tmp_path, standard_dataset):
+    """A split without a `rejected` column fails with a message naming the column and the file."""
+    (tmp_path / "test.parquet").write_bytes((standard_dataset / "test.parquet").read_bytes())
+    Dataset.from_dict({"prompt": ["Q"], "chosen": [" A"]}).to_parquet(str(tmp_path / "train.parquet"))
+    with pytest.raises(ValueError, match=r"train\.parquet lacks column\(s\) rejected"):
+        load_preference_splits(tmp_path)
+
+
+def test_loader_reports_a_missing_split_file(tmp_path, standard_dataset):
+    """A directory without test.parquet fails with FileNotFoundError naming the missing file."""
+    (tmp_path / "train.parquet").write_bytes((standard_dataset / "train.parquet").read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"test\.parquet is missing"):
+        load_preference_splits(tmp_path)
+
+
+def test_an_empty_test_split_is_refused_only_when_evaluation_is_on(tiny_base_model, standard_dataset, tmp_path):
+    """With no held-out rows, eval=true fails before training with a clear message; eval=false trains anyway."""
+    dataset_dir = tmp_path / "data"
+    dataset_dir.mkdir()
+    (dataset_dir / "train.parquet").write_bytes((standard_dataset / "train.parquet").read_bytes())
+    Dataset.from_dict({"prompt": [], "chosen": [], "rejected": []}).to_parquet(str(dataset_dir / "test.parquet"))
+    common = {"dataset_path": dataset_dir, "base_model": str(tiny_base_model), "output_dir": tmp_path / "model"}
+    with pytest.raises(ValueError, match=r"test\.parquet has no rows, but held-out evaluation is on"):
+        train_reward_model(**common, config=RewardRunConfig.from_dict({**REWARD_CONFIG, "max_steps": 2}))
+    without_eval = RewardRunConfig.from_dict({**REWARD_CONFIG, "max_steps": 2, "eval": False})
+    result = train_reward_model(**common, config=without_eval)
+    assert result.total_steps == 2
+    assert not any(name.startswith("test_") for name in result.metrics)
+
+
+# --- building blocks ------------------------------------------------------------------------------------------------
+
+
+def test_completion_logps_sums_only_completion_tokens():
+    """completion_logps equals a hand-worked sum of log-softmax values over the masked completion positions."""
+    logits = torch.tensor([[[0.0, 1.0, 2.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 1.0]]])
+    input_ids = torch.tensor([[0, 1, 0, 2]])
+    completion_mask = torch.tensor([[0, 0, 1, 1]])  # tokens 2 and 3 are the completion
+    # Token 2 (id 0) is predicted at position 1, token 3 (id 2) at position 2.
+    expected = torch.log_softmax(logits[0, 1], -1)[0] + torch.log_softmax(logits[0, 2], -1)[2]
+    assert completion_logps(logits, input_ids, completion_mask).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_tiny_model_is_deterministic_given_its_seed(tmp_path):
+    """Two builds with the same seed have identical weights; a different seed gives different weights."""
+    corpus = ["a small corpus for a small tokenizer", "with two sentences"]
+    first = _causal_lm_weights(build_tiny_causal_lm(tmp_path / "a", corpus=corpus, seed=3))
+    again = _causal_lm_weights(build_tiny_causal_lm(tmp_path / "b", corpus=corpus, seed=3))
+    other = _causal_lm_weights(build_tiny_causal_lm(tmp_path / "c", corpus=corpus, seed=4))
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not torch.equal(first["transformer.h.0.attn.c_attn.weight"], other["transformer.h.0.attn.c_attn.weight"])
