@@ -132,6 +132,10 @@ class AutoTrainPolicy(models.Model):
     refresh_after_dpo = models.BooleanField(default=True, help_text="Generate new rollouts after a scheduled DPO run.")
     last_dataset_version = models.ForeignKey(DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
+    class Meta:
+        verbose_name = "auto-train policy"
+        verbose_name_plural = "auto-train policies"
+
     def __str__(self) -> str:
         return f"Auto-train for {self.prompt_set}"
 

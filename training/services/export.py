@@ -34,6 +34,7 @@ from django.db import IntegrityError, transaction
 from labeling.selectors import export_rankings, prompts_by_id, rollout_texts
 from training.models import DatasetVersion
 from training.ratings import bradley_terry, win_probability
+from training.trainers.formatting import completion_prompt
 
 TIES = ("drop", "mark")
 ALL_BAD = ("skip", "keep")
@@ -178,8 +179,8 @@ def _message_list(prompt) -> list[dict]:
 
 def _prompt_text(prompt) -> str:
     if prompt["messages"] is None:
-        return prompt["text"]
-    return "\n\n".join(f"{m['role']}: {m['content']}" for m in prompt["messages"])
+        return completion_prompt(prompt["text"])
+    return completion_prompt("\n\n".join(f"{m['role']}: {m['content']}" for m in prompt["messages"]))
 
 
 def build_rows(pairs: list[Pair], options: ExportOptions) -> dict[str, dict[str, list]]:

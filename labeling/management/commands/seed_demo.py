@@ -1,5 +1,5 @@
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 
 from labeling import roles
@@ -35,6 +35,10 @@ class Command(BaseCommand):
                 user.groups.add(Group.objects.get(name=roles.ANNOTATORS))
             if username == "researcher":
                 user.groups.add(Group.objects.get(name=roles.RESEARCHERS))
+        # Researchers run training from the admin. By app label, so labeling imports nothing of training.
+        Group.objects.get(name=roles.RESEARCHERS).permissions.add(
+            *Permission.objects.filter(content_type__app_label="training")
+        )
         prompt_set, _ = PromptSet.objects.get_or_create(
             name=DEMO_SET,
             defaults={"description": "Twenty prompts, four responses each.", "rollouts_per_task": 4, "overlap": 2},
