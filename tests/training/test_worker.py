@@ -41,19 +41,31 @@ def fresh(run: TrainingRun) -> TrainingRun:
     return run
 
 
-def test_a_reward_run_on_a_real_worker_registers_its_model(data_dir, dataset_version, tiny_base):
-    """Queued → running → succeeded, with progress, metrics and exactly one ModelVersion whose files exist."""
+def test_a_run_started_from_the_admin_form_runs_on_a_real_worker_and_registers_its_model(data_dir, dataset_version, tiny_base, client):
+    """Admin form → queued → running on the worker → succeeded, with progress, metrics and one ModelVersion."""
+    from tests.factories import AdminFactory
+
+    client.force_login(AdminFactory())
+    form = {
+        "kind": "dpo", "config_kind": "dpo", "dataset_version": dataset_version.pk, "base_model": str(tiny_base),
+        "parent_model": "", "learning_rate": "0.001", "max_steps": "6", "num_train_epochs": "1",
+        "per_device_batch_size": "4", "max_length": "256", "seed": "1", "beta": "0.1", "advanced_config": "",
+    }
     with celery_worker(data_dir=data_dir):
-        run = start_run(kind="reward", dataset_version=dataset_version, base_model=str(tiny_base), config={"max_steps": 6, "per_device_batch_size": 4, "learning_rate": 1e-3})
+        response = client.post("/admin/training/trainingrun/add/", form)
+        assert response.status_code == 302, response.content.decode()[-2000:]
+        run = TrainingRun.objects.get()
         wait_for(lambda: fresh(run).status not in TrainingRun.ACTIVE, timeout=180, what="the run to finish")
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error or run.log_tail
     assert run.queue == "cpu" and run.celery_task_id
     assert (run.step, run.total_steps) == (6, 6)
-    assert run.history and "test_accuracy_after" in run.metrics
+    assert run.history and "test_logp_margin_after" in run.metrics
     model = ModelVersion.objects.get(run=run)
-    assert model.kind == ModelVersion.Kind.REWARD and model.dataset_version == dataset_version
+    assert model.kind == ModelVersion.Kind.POLICY and model.dataset_version == dataset_version
     assert (Path(model.path) / "config.json").exists()
     assert not list(Path(data_dir, "models").glob(".staging-*"))
+    live = client.get(f"/admin/training/trainingrun/{run.pk}/live/").content.decode()
+    assert "succeeded" in live.lower() and "<svg" in live
 
 
 def test_a_worker_killed_mid_run_leaves_a_failed_run_and_no_model(data_dir, dataset_version, tiny_base, settings):
