@@ -345,3 +345,21 @@ class AutoTrainPolicyForm(forms.ModelForm):
                     "base_model", "Give a base model: there is no earlier policy for this prompt set to continue from."
                 )
         return cleaned
+
+
+class GenerationForm(forms.Form):
+    """Refresh a prompt set by hand: a policy samples new rollouts that enter the queue beside the old ones."""
+
+    policy = forms.ModelChoiceField(queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY))
+    prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.all())
+    n_samples = forms.IntegerField(min_value=1, max_value=64, initial=4, help_text="Samples per prompt.")
+    temperature = forms.FloatField(min_value=0, initial=1.0)
+    top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=1.0)
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=256)
+    seed = forms.IntegerField(min_value=0, initial=0)
+    compare_with = forms.CharField(
+        required=False, help_text="Policy whose rollouts the new tasks mix in (blank: the policy's parent, if it has rollouts here)."
+    )
+
+    def settings(self) -> dict:
+        return {k: self.cleaned_data[k] for k in ("n_samples", "temperature", "top_p", "max_new_tokens", "seed")}
