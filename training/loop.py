@@ -53,9 +53,9 @@ class LoopConfig:
     overlap: int = 2
     pretrain_steps: int = 200
     reward_steps: int = 40
-    dpo_steps: int = 120
-    dpo_beta: float = 0.1
-    dpo_learning_rate: float = 1e-3
+    dpo_steps: int = 80
+    dpo_beta: float = 0.2
+    dpo_learning_rate: float = 5e-4
     max_new_tokens: int = 24
     noise: float = 0.5
     seed: int = 0
