@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Export benchmark: rankings → pairwise comparisons → a DatasetVersion (Parquet + JSONL), on a fresh database.
+
+    python benchmarks/export_speed.py [--db postgres|sqlite] [--comparisons 1000000] [--k 4]
+
+Rankings are inserted in bulk (not through the queue: that is the load benchmark's job), enough for
+`--comparisons` pairs: each ranking of k rollouts yields k(k-1)/2 pairs. Then `export_dataset` runs
+once cold and once more on the same data (which must find the same content hash and write nothing).
+Prints the set-up time, the export's wall time and comparisons/s, the files' sizes and peak RSS.
+It prints figures and asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import DEFAULT_PG_URL, ROOT, FreshDatabase, django_setup  # noqa: E402
+
+WORDS = "the answer explains each step with one example and a summary of what matters most here".split()
+
+
+def populate(*, comparisons: int, k: int, annotators: int) -> int:
+    """Insert prompts, rollouts, tasks, assignments and rankings in bulk; returns the ranking count."""
+    import random
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout, TaskRollout
+    from labeling.services.parsing import PromptRecord, sha256_text
+    from labeling.services.task_builder import rollout_key
+
+    rng = random.Random(0)
+    pairs_per_ranking = k * (k - 1) // 2
+    n_rankings = -(-comparisons // pairs_per_ranking)
+    n_tasks = -(-n_rankings // annotators)
+    users = [get_user_model().objects.create(username=f"bench-{i}") for i in range(annotators)]
+    prompt_set = PromptSet.objects.create(name="export bench", rollouts_per_task=k, overlap=annotators)
+    now = timezone.now()
+    batch = 5000
+    for start in range(0, n_tasks, batch):
+        count = min(batch, n_tasks - start)
+        prompts = Prompt.objects.bulk_create(
+            [
+                Prompt(prompt_set=prompt_set, text=(text := f"Prompt {start + i}: " + " ".join(rng.choices(WORDS, k=20))), content_hash=PromptRecord(line=0, text=text).content_hash)
+                for i in range(count)
+            ]
+        )
+        rollouts = Rollout.objects.bulk_create(
+            [
+                Rollout(prompt=p, policy=f"policy-{r % 2}", text=(text := f"Answer {r} to {p.pk}. " + " ".join(rng.choices(WORDS, k=50))), content_hash=sha256_text(text))
+                for p in prompts
+                for r in range(k)
+            ]
+        )
+        groups = [rollouts[i * k : (i + 1) * k] for i in range(count)]
+        tasks = RankingTask.objects.bulk_create(
+            [
+                RankingTask(prompt_set=prompt_set, prompt=p, rollout_key=rollout_key(r.pk for r in g), overlap=annotators, active_count=annotators, completed_count=annotators, status="done")
+                for p, g in zip(prompts, groups)
+            ]
+        )
+        TaskRollout.objects.bulk_create([TaskRollout(task=t, rollout=r) for t, g in zip(tasks, groups) for r in g])
+        assignments = Assignment.objects.bulk_create(
+            [
+                Assignment(task=t, annotator=u, status="submitted", display_order=[r.pk for r in g], leased_at=now, leased_until=now, finished_at=now)
+                for t, g in zip(tasks, groups)
+                for u in users
+            ]
+        )
+        Ranking.objects.bulk_create(
+            [
+                Ranking(assignment=a, task_id=a.task_id, annotator_id=a.annotator_id, tiers=[[rid] for rid in rng.sample(a.display_order, k)], display_order=a.display_order, time_spent_ms=5000)
+                for a in assignments
+            ]
+        )
+    return Ranking.objects.count()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL.replace("prefloop_bench", "prefloop_bench_export"))
+    parser.add_argument("--comparisons", type=int, default=1_000_000)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--annotators", type=int, default=2)
+    parser.add_argument("--format", choices=["standard", "conversational"], default="standard")
+    args = parser.parse_args()
+
+    database = FreshDatabase(args.db, pg_url=args.pg_url)
+    try:
+        env = database.env(PREFLOOP_DATA_DIR=str(database.tmp / "data"))
+        migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, capture_output=True, text=True)
+        if migrate.returncode != 0:
+            sys.exit(migrate.stdout + migrate.stderr)
+        django_setup(env)
+        from labeling.models import PromptSet
+        from training.services.export import ExportOptions, export_dataset
+
+        started = time.perf_counter()
+        n_rankings = populate(comparisons=args.comparisons, k=args.k, annotators=args.annotators)
+        setup_s = time.perf_counter() - started
+        options = ExportOptions(prompt_set_ids=(PromptSet.objects.get().pk,), format=args.format)
+
+        started = time.perf_counter()
+        result = export_dataset(options=options)
+        export_s = time.perf_counter() - started
+        started = time.perf_counter()
+        again = export_dataset(options=options)
+        again_s = time.perf_counter() - started
+
+        version = result.version
+        sizes = {p.name: p.stat().st_size for p in sorted(Path(version.path).iterdir())}
+        pairs = version.n_train + version.n_test
+        peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"database          {args.db}")
+        print(f"rankings          {n_rankings:,} (k={args.k}, {args.annotators} annotators per task), inserted in {setup_s:.1f} s")
+        print(f"comparisons       {pairs:,} ({version.n_train:,} train / {version.n_test:,} test), format {args.format}")
+        print(f"export wall time  {export_s:.1f} s  ->  {pairs / export_s:,.0f} comparisons/s")
+        print(f"re-export         {again_s:.1f} s, same version: {again.version.pk == version.pk and not again.created}")
+        print(f"files             " + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sizes.items()))
+        print(f"peak RSS          {peak_rss_mib:,.0f} MiB")
+    finally:
+        database.close()
+
+
+if __name__ == "__main__":
+    main()
