@@ -129,7 +129,8 @@ class RankingTask(models.Model):
         ]
         indexes = [
             # The queue's hot path: open tasks of a set with free slots, most-started first.
-            models.Index(fields=["prompt_set", "status", "active_count", "id"], name="task_queue_idx"),
+            # Matches the ORDER BY (-active_count, id) so Postgres walks it and stops at the first free task.
+            models.Index(fields=["prompt_set", "status", "-active_count", "id"], name="task_queue_idx"),
         ]
 
     def __str__(self) -> str:

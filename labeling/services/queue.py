@@ -79,14 +79,18 @@ def _live_lease(annotator: AbstractBaseUser, now: datetime) -> Assignment | None
 
 
 def _candidate_tasks(annotator: AbstractBaseUser, prompt_set: PromptSet | None):
+    # NOT IN over the annotator's own task ids (a hashed subplan), not a correlated NOT EXISTS: on
+    # fresh statistics Postgres picked a nested anti-join that re-scanned their history per task.
+    theirs = Assignment.objects.filter(annotator=annotator).values("task_id")
     tasks = RankingTask.objects.filter(
         status=RankingTask.Status.OPEN,
         active_count__lt=F("overlap"),
         prompt_set__is_paused=False,
-    ).exclude(assignments__annotator=annotator)
+    ).exclude(pk__in=theirs)
     if prompt_set is not None:
         tasks = tasks.filter(prompt_set=prompt_set)
-    # Most-started first, so datasets fill task by task rather than one ranking everywhere.
+    # Most-started first, so datasets fill task by task rather than one ranking everywhere;
+    # task_queue_idx has this order, so the scan stops at the first free task.
     return tasks.order_by("-active_count", "id")
 
 
