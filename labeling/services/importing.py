@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count
+from django.utils import timezone
 
 from labeling.models import Prompt, PromptSet, Rollout
 from labeling.services.errors import ImportRejected
@@ -72,14 +73,17 @@ def import_records(*, prompt_set: PromptSet, records: list[PromptRecord]) -> Imp
             for response in record.responses
         }
         before = Rollout.objects.filter(prompt_id__in=prompt_ids.values()).count() if existing else 0
-        Rollout.objects.bulk_create(
-            [
-                Rollout(prompt_id=prompt_id, policy=policy, content_hash=digest, text=text)
-                for (prompt_id, policy, digest), text in rollouts.items()
-            ],
-            batch_size=BATCH_SIZE,
-            ignore_conflicts=True,
-        )
+        if connection.vendor == "postgresql":
+            _copy_rollouts(rollouts)
+        else:
+            Rollout.objects.bulk_create(
+                [
+                    Rollout(prompt_id=prompt_id, policy=policy, content_hash=digest, text=text)
+                    for (prompt_id, policy, digest), text in rollouts.items()
+                ],
+                batch_size=BATCH_SIZE,
+                ignore_conflicts=True,
+            )
         after = Rollout.objects.filter(prompt_id__in=prompt_ids.values()).count()
         tasks = build_tasks(prompt_set, prompt_ids=prompt_ids.values() if existing else None)
     created = after - before
@@ -105,3 +109,25 @@ def _reject_unrankable(records: list[PromptRecord], existing_counts: dict[str, i
     if errors:
         errors.sort()
         raise ImportRejected(errors[:MAX_REPORTED_ERRORS], total_errors=len(errors))
+
+
+def _copy_rollouts(rollouts: dict[tuple[int, str, str], str]) -> None:
+    """Postgres: COPY into a temp table, then one INSERT … ON CONFLICT DO NOTHING (still idempotent).
+
+    About twice as fast as bulk_create for tens of thousands of rows (benchmarks/import_speed.py);
+    COPY skips model defaults, so `generation` and `created_at` are written here.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE _rollout_in (prompt_id bigint, text text, policy varchar(200), content_hash varchar(64))"
+            " ON COMMIT DROP"
+        )
+        with cursor.copy("COPY _rollout_in (prompt_id, text, policy, content_hash) FROM STDIN") as copy:
+            for (prompt_id, policy, digest), text in rollouts.items():
+                copy.write_row((prompt_id, text, policy, digest))
+        cursor.execute(
+            f"INSERT INTO {Rollout._meta.db_table} (prompt_id, text, policy, content_hash, generation, created_at)"
+            " SELECT prompt_id, text, policy, content_hash, '{}'::jsonb, %s FROM _rollout_in ON CONFLICT DO NOTHING",
+            [timezone.now()],
+        )
+        cursor.execute("DROP TABLE _rollout_in")

@@ -5,7 +5,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from labeling.models import PromptSet, RankingTask, Rollout, TaskRollout
 
@@ -82,10 +82,14 @@ def _create_tasks(prompt_set: PromptSet, groups: list[tuple[int, list[int]]], *,
         ],
         batch_size=BATCH_SIZE,
     )
-    TaskRollout.objects.bulk_create(
-        [TaskRollout(task_id=task.pk, rollout_id=rid) for task, (_, group) in zip(tasks, groups) for rid in group],
-        batch_size=BATCH_SIZE,
-    )
+    links = ((task.pk, rid) for task, (_, group) in zip(tasks, groups) for rid in group)
+    if connection.vendor == "postgresql":  # COPY: the import benchmark's biggest single saving
+        with connection.cursor() as cursor:
+            with cursor.copy(f"COPY {TaskRollout._meta.db_table} (task_id, rollout_id) FROM STDIN") as copy:
+                for row in links:
+                    copy.write_row(row)
+    else:
+        TaskRollout.objects.bulk_create([TaskRollout(task_id=t, rollout_id=r) for t, r in links], batch_size=BATCH_SIZE)
     return len(tasks)
 
 
