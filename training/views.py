@@ -17,7 +17,8 @@ def _researcher(user) -> bool:
     return user.is_authenticated and (user.is_staff or roles.is_researcher(user))
 
 
-researcher_required = lambda view: login_required(user_passes_test(_researcher)(view))  # noqa: E731
+def researcher_required(view):
+    return login_required(user_passes_test(_researcher)(view))
 
 
 @researcher_required

@@ -16,7 +16,7 @@ from labeling import roles
 from labeling.api import serializers as s
 from labeling.models import PromptSet
 from labeling.selectors import prompt_sets_with_progress
-from labeling.services.errors import LabelingError
+from labeling.services.errors import ImportRejected, LabelingError
 from labeling.services.importing import import_file
 from labeling.services.queue import next_task_for, skip_assignment
 from labeling.services.ranking import submit_ranking
@@ -62,10 +62,12 @@ class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
                 filename=getattr(upload, "name", ""),
                 fmt=params.validated_data.get("format"),
             )
-        except LabelingError as error:
-            body = {"code": error.code, "detail": error.message}
-            if hasattr(error, "errors"):
-                body["errors"] = [{"line": line, "reason": reason} for line, reason in error.errors]
+        except ImportRejected as error:
+            body = {
+                "code": error.code,
+                "detail": error.message,
+                "errors": [{"line": line, "reason": reason} for line, reason in error.errors],
+            }
             return Response(body, status=status.HTTP_400_BAD_REQUEST)
         return Response(s.ImportOut(asdict(report)).data, status=status.HTTP_201_CREATED)
 

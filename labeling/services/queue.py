@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from labeling.models import Assignment, PromptSet, RankingTask, TaskRollout
+from labeling.services.errors import RankingRejected
 
 # A candidate can be lost to a concurrent annotator between pick and take (SQLite has no SKIP
 # LOCKED); a few retries make that invisible without looping forever on a drained queue.
@@ -162,8 +163,6 @@ def release_assignment(
 
     Idempotent: releasing an assignment that is no longer leased changes nothing.
     """
-    from labeling.services.errors import RankingRejected
-
     with transaction.atomic():
         assignment = Assignment.objects.select_for_update().filter(pk=assignment_id).first()
         if assignment is None or assignment.annotator_id != annotator.pk:
