@@ -12,6 +12,7 @@ urlpatterns = [
     path("label/", include("labeling.urls")),
     path("training/", include("training.urls")),
     path("api/", include("labeling.api.urls")),
+    path("api/", include("training.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

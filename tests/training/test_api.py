@@ -1,0 +1,84 @@
+"""The training API: export and download versions, start runs (bad configs refused), cancel, list models."""
+from __future__ import annotations
+
+import pytest
+
+from training.models import DatasetVersion, TrainingRun
+from tests.conftest import token_client
+from tests.factories import AdminFactory
+from tests.training.factories import ranked_prompt_set
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path):
+    settings.PREFLOOP_DATA_DIR = tmp_path / "data"
+
+
+@pytest.fixture
+def researcher_api():
+    return token_client(AdminFactory())
+
+
+def export(api, prompt_set, **extra):
+    return api.post("/api/dataset-versions/", {"prompt_sets": [prompt_set.pk], "test_fraction": 0.25, **extra}, format="json")
+
+
+def test_export_through_the_api_is_idempotent(researcher_api):
+    """201 for a new version, 200 and the same id for the same content."""
+    prompt_set = ranked_prompt_set(n_prompts=6)
+    first, second = export(researcher_api, prompt_set), export(researcher_api, prompt_set)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["id"] == second.json()["id"] and DatasetVersion.objects.count() == 1
+
+
+def test_a_bad_export_request_says_why(researcher_api):
+    """Unknown rules are field errors; an empty selection is a 400 with the reason."""
+    prompt_set = ranked_prompt_set(n_prompts=2)
+    assert "ties" in export(researcher_api, prompt_set, ties="sometimes").json()
+    from tests.factories import PromptSetFactory
+
+    empty = export(researcher_api, PromptSetFactory())
+    assert empty.status_code == 400 and "no comparisons" in empty.json()["detail"]
+
+
+def test_versions_download_as_jsonl_and_parquet(researcher_api):
+    """Both formats of both splits download; unknown names are 404s."""
+    version_id = export(researcher_api, ranked_prompt_set(n_prompts=8)).json()["id"]
+    jsonl = researcher_api.get(f"/api/dataset-versions/{version_id}/download/train.jsonl/")
+    assert jsonl.status_code == 200 and b'"chosen"' in b"".join(jsonl.streaming_content)
+    parquet = researcher_api.get(f"/api/dataset-versions/{version_id}/download/test.parquet/")
+    assert parquet.status_code == 200 and b"".join(parquet.streaming_content)[:4] == b"PAR1"
+    assert researcher_api.get(f"/api/dataset-versions/{version_id}/download/secrets.jsonl/").status_code == 404
+
+
+def test_a_run_with_a_bad_config_is_refused_at_the_api(researcher_api):
+    """The 400 names the field; no run is created, nothing reaches a worker."""
+    version_id = export(researcher_api, ranked_prompt_set(n_prompts=6)).json()["id"]
+    response = researcher_api.post(
+        "/api/runs/", {"kind": "dpo", "dataset_version": version_id, "base_model": "org/model", "config": {"beta": -1}}, format="json"
+    )
+    assert response.status_code == 400 and "beta" in str(response.json())
+    unknown = researcher_api.post(
+        "/api/runs/", {"kind": "reward", "dataset_version": version_id, "base_model": "org/model", "config": {"learning_rat": 1}}, format="json"
+    )
+    assert unknown.status_code == 400 and "learning_rat" in str(unknown.json())
+    assert not TrainingRun.objects.exists()
+
+
+def test_a_valid_run_is_queued_and_can_be_cancelled(researcher_api):
+    """201 with a queued run; cancel before a worker takes it ends it at once."""
+    version_id = export(researcher_api, ranked_prompt_set(n_prompts=6)).json()["id"]
+    response = researcher_api.post(
+        "/api/runs/", {"kind": "reward", "dataset_version": version_id, "base_model": "org/model", "config": {"max_steps": 3}}, format="json"
+    )
+    assert response.status_code == 201 and response.json()["status"] == "queued"
+    cancelled = researcher_api.post(f"/api/runs/{response.json()['id']}/cancel/")
+    assert cancelled.json()["status"] == "cancelled"
+
+
+def test_annotators_cannot_use_the_training_api(api):
+    """Training endpoints are for researchers."""
+    assert api.get("/api/runs/").status_code == 403
+    assert api.get("/api/dataset-versions/").status_code == 403

@@ -1,0 +1,94 @@
+"""Training API: export and download dataset versions, start/watch/cancel runs, list models (researchers)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.http import FileResponse, Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from labeling import roles
+from training.api import serializers as s
+from training.models import DatasetVersion, ModelVersion, TrainingRun
+from training.services.export import SPLITS, ExportError, ExportOptions, export_dataset
+from training.services.runs import RunRejected, cancel_run, start_run
+
+DOWNLOAD_FORMATS = ("jsonl", "parquet")
+
+
+class IsResearcher(permissions.BasePermission):
+    message = "Training is for researchers and admins."
+
+    def has_permission(self, request, view) -> bool:
+        return request.user.is_authenticated and (request.user.is_staff or roles.is_researcher(request.user))
+
+
+class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    permission_classes = [IsResearcher]
+    serializer_class = s.DatasetVersionOut
+    queryset = DatasetVersion.objects.prefetch_related("prompt_sets").order_by("-created_at")
+
+    @extend_schema(request=s.ExportIn, responses={201: s.DatasetVersionOut, 200: s.DatasetVersionOut})
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        """Export a version; the same content returns the existing version with 200."""
+        params = s.ExportIn(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        try:
+            options = ExportOptions(
+                prompt_set_ids=tuple(data["prompt_sets"]), since=data.get("since"), until=data.get("until"),
+                annotator_ids=tuple(data["annotators"]), ties=data["ties"], all_bad=data["all_bad"], flagged=data["flagged"],
+                aggregation=data["aggregation"], format=data["format"], test_fraction=data["test_fraction"], seed=data["seed"],
+            )
+            result = export_dataset(options=options, name=data["name"], created_by=request.user)
+        except ExportError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        return Response(s.DatasetVersionOut(result.version).data, status=code)
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @action(detail=True, methods=["get"], url_path=r"download/(?P<split>[a-z]+)\.(?P<fmt>[a-z]+)")
+    def download(self, request: Request, pk: str | None = None, split: str = "", fmt: str = "") -> FileResponse:
+        """The train or test split as JSONL or Parquet."""
+        if split not in SPLITS or fmt not in DOWNLOAD_FORMATS:
+            raise Http404("Unknown split or format.")
+        version = self.get_object()
+        path = Path(version.path) / f"{split}.{fmt}"
+        if not path.is_file():
+            raise Http404("The file is missing on this server.")
+        return FileResponse(path.open("rb"), as_attachment=True, filename=f"{version.content_hash[:12]}-{split}.{fmt}")
+
+
+class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    permission_classes = [IsResearcher]
+    serializer_class = s.RunOut
+    queryset = TrainingRun.objects.select_related("model_version").order_by("-created_at")
+
+    @extend_schema(request=s.RunIn, responses={201: s.RunOut})
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        """Start a run; a bad config is refused here with a 400 naming the field, never in a worker."""
+        params = s.RunIn(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        try:
+            run = start_run(
+                kind=data["kind"], dataset_version=data["dataset_version"], config=data["config"],
+                base_model=data["base_model"], parent_model=data.get("parent_model"), created_by=request.user, trigger="api",
+            )
+        except RunRejected as error:
+            return Response({error.field or "detail": [str(error)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(s.RunOut(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: s.RunOut})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        return Response(s.RunOut(cancel_run(self.get_object())).data)
+
+
+class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    permission_classes = [IsResearcher]
+    serializer_class = s.ModelVersionOut
+    queryset = ModelVersion.objects.order_by("-created_at")
