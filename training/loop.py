@@ -56,6 +56,7 @@ class LoopConfig:
     dpo_steps: int = 80
     dpo_beta: float = 0.2
     dpo_learning_rate: float = 5e-4
+    dpo_sft_weight: float = 1.0
     max_new_tokens: int = 24
     noise: float = 0.5
     seed: int = 0
@@ -195,7 +196,8 @@ def run_demo_loop(*, workdir: Path, config: LoopConfig | None = None, log: Calla
 
     with clock.step("DPO on the base policy"):
         run = runs.start_run(kind="dpo", dataset_version=dataset, parent_model=base, dispatch=False,
-                             config={"max_steps": config.dpo_steps, "learning_rate": config.dpo_learning_rate, "beta": config.dpo_beta, "per_device_batch_size": 8})
+                             config={"max_steps": config.dpo_steps, "learning_rate": config.dpo_learning_rate, "beta": config.dpo_beta,
+                                     "sft_weight": config.dpo_sft_weight, "per_device_batch_size": 8})
         run = runs.execute_run(run.pk)
         _require_success(run)
         new_policy = run.model_version

@@ -165,3 +165,10 @@ def test_standard_prompts_end_in_whitespace_so_completions_do_not_run_into_them(
     version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.0)).version
     prompts = datasets.Dataset.from_parquet(f"{version.path}/train.parquet")["prompt"]
     assert all(p.endswith("?\n") for p in prompts)
+
+
+def test_a_requested_test_split_is_never_empty():
+    """With two prompts and a 1% test fraction, one prompt still goes to test."""
+    prompt_set = ranked_prompt_set(n_prompts=2, overlap=1)
+    version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.01)).version
+    assert version.n_test > 0 and version.n_train > 0

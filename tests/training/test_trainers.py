@@ -371,3 +371,21 @@ def test_tiny_model_is_deterministic_given_its_seed(tmp_path):
     other = _causal_lm_weights(build_tiny_causal_lm(tmp_path / "c", corpus=corpus, seed=4))
     assert all(torch.equal(first[name], again[name]) for name in first)
     assert not torch.equal(first["transformer.h.0.attn.c_attn.weight"], other["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_an_sft_term_keeps_dpo_from_pushing_the_chosen_answers_down(dpo_run, tiny_base_model, standard_dataset, tmp_path):
+    """With sft_weight (RPO) the chosen answers end more likely than under pure DPO, and the margin still widens."""
+    rpo = train_dpo(
+        dataset_path=standard_dataset,
+        policy_model=str(tiny_base_model),
+        output_dir=tmp_path / "model",
+        config=DPORunConfig.from_dict({**DPO_CONFIG, "sft_weight": 1.0}),
+    )
+    assert rpo.metrics["test_chosen_logp_after"] > dpo_run.metrics["test_chosen_logp_after"]
+    assert rpo.metrics["test_logp_margin_after"] > rpo.metrics["test_logp_margin_before"]
+
+
+def test_a_negative_sft_weight_is_refused():
+    """The config names the field."""
+    with pytest.raises(ConfigError, match="sft_weight"):
+        DPORunConfig.from_dict({"sft_weight": -0.5})

@@ -169,9 +169,22 @@ def _aggregate(pairs: list[Pair], options: ExportOptions) -> list[Pair]:
     return out
 
 
-def split_of(prompt_hash: str, *, seed: int, test_fraction: float) -> str:
+def _split_score(prompt_hash: str, seed: int) -> float:
     digest = hashlib.sha256(f"{seed}:{prompt_hash}".encode()).digest()
-    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_splits(prompt_hashes: dict[int, str], *, seed: int, test_fraction: float) -> dict[int, str]:
+    """prompt id → "train" | "test", by a hash of the prompt: stable as data grows.
+
+    With few prompts the hash may put none in test; then the lowest-scoring prompt goes there, so a
+    requested test split is never silently empty (a trainer evaluating on it would refuse the run).
+    """
+    scores = {pid: _split_score(digest, seed) for pid, digest in prompt_hashes.items()}
+    splits = {pid: "test" if score < test_fraction else "train" for pid, score in scores.items()}
+    if test_fraction > 0 and len(scores) > 1 and "test" not in splits.values():
+        splits[min(scores, key=lambda pid: (scores[pid], pid))] = "test"
+    return splits
 
 
 def _message_list(prompt) -> list[dict]:
@@ -193,12 +206,12 @@ def build_rows(pairs: list[Pair], options: ExportOptions) -> dict[str, dict[str,
         columns.append("tie")
     splits = {name: {c: [] for c in columns} for name in SPLITS}
     conversational = options.format == "conversational"
-    split_cache: dict[int, str] = {}
+    split_of = assign_splits(
+        {pid: prompt["content_hash"] for pid, prompt in prompts.items()}, seed=options.seed, test_fraction=options.test_fraction
+    )
     for pair in sorted(pairs, key=lambda p: (p.prompt_id, p.chosen, p.rejected, p.annotator, p.tie)):
         prompt = prompts[pair.prompt_id]
-        if pair.prompt_id not in split_cache:
-            split_cache[pair.prompt_id] = split_of(prompt["content_hash"], seed=options.seed, test_fraction=options.test_fraction)
-        rows = splits[split_cache[pair.prompt_id]]
+        rows = splits[split_of[pair.prompt_id]]
         chosen_text, chosen_policy = texts[pair.chosen]
         rejected_text, rejected_policy = texts[pair.rejected]
         if conversational:

@@ -175,6 +175,13 @@ class DPORunConfig(_RunConfig):
         default="sigmoid",
         metadata=_help(f"DPO loss variant, one of: {', '.join(DPO_LOSS_TYPES)}. 'sigmoid' is the original DPO."),
     )
+    sft_weight: float = field(
+        default=0.0,
+        metadata=_help(
+            "Weight (>= 0) of an NLL term on the chosen answers added to the DPO loss (RPO). It stops DPO from "
+            "pushing probability off both answers at once, which degrades small policies; 0 is pure DPO."
+        ),
+    )
     lora: bool = field(
         default=False,
         metadata=_help("Train a LoRA adapter instead of all weights; the reference is then the adapter-free base."),
@@ -191,6 +198,7 @@ class DPORunConfig(_RunConfig):
         super().__post_init__()
         self.beta = _positive_float(self, "beta")
         _require_choice(self, "loss_type", DPO_LOSS_TYPES)
+        self.sft_weight = _float_in(self, "sft_weight", low=0.0)
         _require_bool(self, "lora")
         self.lora_r = _int_at_least(self, "lora_r", 1)
         self.lora_alpha = _positive_float(self, "lora_alpha")

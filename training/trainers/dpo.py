@@ -116,7 +116,9 @@ def _setup_trainer(
     args = DPOConfig(
         **trl_arguments(config, output_dir=output_dir, device=device),
         beta=config.beta,
-        loss_type=[config.loss_type],
+        # RPO: TRL sums the listed losses with these weights; "sft" is the NLL of the chosen answers.
+        loss_type=[config.loss_type, "sft"] if config.sft_weight > 0 else [config.loss_type],
+        loss_weights=[1.0, config.sft_weight] if config.sft_weight > 0 else None,
     )
     trainer = _DPOTrainer(
         model=policy_model,
