@@ -172,3 +172,36 @@ def test_a_requested_test_split_is_never_empty():
     prompt_set = ranked_prompt_set(n_prompts=2, overlap=1)
     version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.01)).version
     assert version.n_test > 0 and version.n_train > 0
+
+
+@pytest.mark.slow
+def test_an_exported_version_trains_in_trl_with_no_glue(tmp_path):
+    """load_dataset('parquet') on the files, straight into TRL's RewardTrainer and DPOTrainer: both train."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+    from training.trainers.tiny import build_tiny_causal_lm
+
+    version = export_dataset(options=ExportOptions(prompt_set_ids=(ranked_prompt_set(n_prompts=8).pk,))).version
+    files = {split: f"{version.path}/{split}.parquet" for split in ("train", "test")}
+    train = datasets.load_dataset("parquet", data_files=files)["train"]
+    base = build_tiny_causal_lm(tmp_path / "base")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    common = dict(max_steps=2, per_device_train_batch_size=4, report_to=[], use_cpu=True, save_strategy="no")
+
+    reward = RewardTrainer(
+        model=AutoModelForSequenceClassification.from_pretrained(base, num_labels=1),
+        args=RewardConfig(output_dir=str(tmp_path / "rm"), **common),
+        train_dataset=train,
+        processing_class=tokenizer,
+    )
+    assert reward.train().global_step == 2
+    dpo = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(base),
+        ref_model=AutoModelForCausalLM.from_pretrained(base),
+        args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common),
+        train_dataset=train,
+        processing_class=tokenizer,
+    )
+    assert dpo.train().global_step == 2
