@@ -662,7 +662,10 @@ class GenerationRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def generation_progress(self, run: GenerationRun) -> str:
-        return f"{run.prompts_done}/{run.prompts_total or '?'} prompts"
+        return format_html(
+            '<progress value="{}" max="{}"></progress> {}/{} prompts',
+            run.prompts_done, run.prompts_total or 1, run.prompts_done, run.prompts_total or "?",
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: GenerationRun | None = None) -> bool:
         return False
