@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -82,7 +82,8 @@ def _live_lease(annotator: AbstractBaseUser, now: datetime) -> Assignment | None
 def _candidate_tasks(annotator: AbstractBaseUser, prompt_set: PromptSet | None):
     # NOT IN over the annotator's own task ids (a hashed subplan), not a correlated NOT EXISTS: on
     # fresh statistics Postgres picked a nested anti-join that re-scanned their history per task.
-    theirs = Assignment.objects.filter(annotator=annotator).values("task_id")
+    # An expired lease does not count: the annotator may be handed that task again (re-leasing the row).
+    theirs = Assignment.objects.filter(annotator=annotator).exclude(status=Assignment.Status.EXPIRED).values("task_id")
     tasks = RankingTask.objects.filter(
         status=RankingTask.Status.OPEN,
         active_count__lt=F("overlap"),
@@ -108,7 +109,12 @@ def next_task_for(
     if held is not None:
         if prompt_set is None or held.task.prompt_set_id == prompt_set.pk:
             return held
+        # Moving to another set hands the task back; being expired, it can come back to them later.
         release_assignment(annotator=annotator, assignment_id=held.pk, status=Assignment.Status.EXPIRED)
+    # Their own lapsed lease first, in its own short transaction: the pick below must never wait on
+    # a row another request's reaper holds (that wait, crossed with the reaper's wait on our task
+    # row, is a deadlock on Postgres).
+    _expire_own_lapsed_lease(annotator, now)
     release_expired_leases(now=now)
 
     for _ in range(_TAKE_ATTEMPTS):
@@ -122,9 +128,23 @@ def next_task_for(
             if held is not None:
                 return held
             continue
+        except OperationalError as error:
+            if "deadlock" not in str(error).lower():
+                raise
+            continue  # Postgres broke a lock cycle by aborting us; nothing was written, try again
         if assignment is not None or drained:
             return assignment
     return None
+
+
+def _expire_own_lapsed_lease(annotator: AbstractBaseUser, now: datetime) -> None:
+    lapsed = (
+        Assignment.objects.filter(annotator=annotator, status=Assignment.Status.LEASED, leased_until__lte=now)
+        .values_list("id", flat=True)
+        .first()
+    )
+    if lapsed is not None:
+        release_assignment(annotator=annotator, assignment_id=lapsed, status=Assignment.Status.EXPIRED)
 
 
 def _take_one(
@@ -146,14 +166,13 @@ def _take_one(
         return None, False
     rollout_ids = list(TaskRollout.objects.filter(task_id=candidate).values_list("rollout_id", flat=True))
     rng.shuffle(rollout_ids)
-    assignment = Assignment.objects.create(
-        task_id=candidate,
-        annotator=annotator,
-        display_order=rollout_ids,
-        leased_at=now,
-        leased_until=now + lease_duration(),
-    )
-    return assignment, False
+    lease = {"display_order": rollout_ids, "leased_at": now, "leased_until": now + lease_duration(), "finished_at": None}
+    # UNIQUE(task, annotator): a task whose earlier lease lapsed is re-leased on the same row.
+    if Assignment.objects.filter(task_id=candidate, annotator=annotator, status=Assignment.Status.EXPIRED).update(
+        status=Assignment.Status.LEASED, **lease
+    ):
+        return Assignment.objects.get(task_id=candidate, annotator=annotator), False
+    return Assignment.objects.create(task_id=candidate, annotator=annotator, **lease), False
 
 
 def release_assignment(

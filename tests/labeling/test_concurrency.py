@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,8 +28,12 @@ ANNOTATORS = 16
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def hammer(prompt_set, annotators, *, seed: int) -> list[BaseException]:
-    """Each annotator loops next → (submit | skip | abandon) until their queue is empty."""
+def hammer(prompt_set, annotators, *, seed: int, lease_seconds: float) -> list[BaseException]:
+    """Each annotator loops next → (submit | retried submit | skip | abandon) until the queue is drained.
+
+    Abandoning means going quiet past the lease, so the reaper (or the annotator's own next call)
+    has to hand the slot back while everyone else keeps hammering.
+    """
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(annotators))
 
@@ -38,14 +43,20 @@ def hammer(prompt_set, annotators, *, seed: int) -> list[BaseException]:
             for _ in range(500):
                 assignment = next_task_for(annotator, prompt_set=prompt_set, rng=rng)
                 if assignment is None:
-                    return
+                    if not Assignment.objects.filter(status=Assignment.Status.LEASED).exists():
+                        return
+                    time.sleep(lease_seconds / 4)  # someone holds a lease that may yet lapse
+                    continue
                 roll = rng.random()
                 if roll < 0.1:
                     skip_assignment(annotator=annotator, assignment_id=assignment.pk)
                     continue
+                if roll < 0.15:
+                    time.sleep(lease_seconds * 1.2)  # abandon it
+                    continue
                 order = [[rid] for rid in assignment.display_order]
                 submit_ranking(annotator=annotator, assignment_id=assignment.pk, tiers=order)
-                if roll < 0.2:  # a client retry
+                if roll < 0.25:  # a client retry
                     submit_ranking(annotator=annotator, assignment_id=assignment.pk, tiers=order)
         except BaseException as error:  # noqa: BLE001 - reported to the main thread
             errors.append(error)
@@ -61,12 +72,14 @@ def hammer(prompt_set, annotators, *, seed: int) -> list[BaseException]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task():
-    """16 threads as distinct annotators drain the queue; every invariant holds afterwards."""
+def test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task(settings):
+    """16 threads as distinct annotators drain the queue (some abandoning leases); every invariant holds."""
+    lease_seconds = 1
+    settings.PREFLOOP = {**settings.PREFLOOP, "LEASE_SECONDS": lease_seconds}
     prompt_set = prompt_set_with_tasks(n_prompts=30, rollouts_per_task=3, overlap=3)
     annotators = AnnotatorFactory.create_batch(ANNOTATORS)
 
-    errors = hammer(prompt_set, annotators, seed=7)
+    errors = hammer(prompt_set, annotators, seed=7, lease_seconds=lease_seconds)
 
     assert errors == []
     over = RankingTask.objects.annotate(n=Count("rankings")).filter(n__gt=F("overlap"))
@@ -75,9 +88,9 @@ def test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task():
     assert [pair for pair, n in pairs.items() if n > 1] == []
     handed = Counter(Assignment.objects.values_list("task_id", "annotator_id"))
     assert [pair for pair, n in handed.items() if n > 1] == []
-    # Every lease is accounted for: each ended as a ranking or a skip, and the counters agree.
+    # Every lease is accounted for: it ended as a ranking, a skip or a lapse, and the counters agree.
     statuses = Counter(Assignment.objects.values_list("status", flat=True))
-    assert set(statuses) <= {Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED}
+    assert set(statuses) <= {Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED, Assignment.Status.EXPIRED}
     assert statuses[Assignment.Status.SUBMITTED] == Ranking.objects.count()
     for task in RankingTask.objects.annotate(n=Count("rankings")):
         assert (task.active_count, task.completed_count) == (task.n, task.n)

@@ -135,3 +135,40 @@ def test_the_schema_refuses_a_second_assignment_of_one_task_to_one_annotator():
         Assignment.objects.create(
             task=first.task, annotator=annotator, display_order=[], leased_at=timezone.now(), leased_until=timezone.now()
         )
+
+
+def test_an_annotator_whose_lease_lapsed_can_take_the_task_again(monkeypatch):
+    """A lapsed lease is not a skip: with overlap 2 and two annotators the task still completes."""
+    prompt_set = prompt_set_with_tasks(n_prompts=1, overlap=2)
+    a, b = AnnotatorFactory.create_batch(2)
+    lapsed = next_task_for(a, prompt_set=prompt_set)
+    rank_it(next_task_for(b, prompt_set=prompt_set))
+    later = timezone.now() + queue.lease_duration() + timedelta(seconds=1)
+    monkeypatch.setattr(queue, "_now", lambda: later)
+    again = next_task_for(a, prompt_set=prompt_set)
+    assert again.pk == lapsed.pk and again.status == Assignment.Status.LEASED and again.leased_until > later
+    rank_it(again)
+    task = RankingTask.objects.get()
+    assert (task.status, task.completed_count, task.active_count) == (RankingTask.Status.DONE, 2, 2)
+
+
+def test_opening_another_set_does_not_burn_the_task_held_in_the_first():
+    """The held task goes back to the pool, and to this annotator too."""
+    first_set, second_set = prompt_set_with_tasks(n_prompts=1, overlap=1), prompt_set_with_tasks(n_prompts=1, overlap=1)
+    annotator = AnnotatorFactory()
+    held = next_task_for(annotator, prompt_set=first_set)
+    next_task_for(annotator, prompt_set=second_set)
+    assert RankingTask.objects.get(prompt_set=first_set).active_count == 0
+    skip_assignment(annotator=annotator, assignment_id=Assignment.objects.get(task__prompt_set=second_set).pk)
+    assert next_task_for(annotator, prompt_set=first_set).task_id == held.task_id
+
+
+def test_an_own_lapsed_lease_outside_the_reap_batch_does_not_hide_the_queue(monkeypatch):
+    """Even if the global reaper has not reached it, the annotator's own lapsed lease is released first."""
+    prompt_set = prompt_set_with_tasks(n_prompts=3, overlap=1)
+    annotator = AnnotatorFactory()
+    next_task_for(annotator, prompt_set=prompt_set)
+    monkeypatch.setattr(queue, "_REAP_BATCH", 0)
+    later = timezone.now() + queue.lease_duration() + timedelta(seconds=1)
+    monkeypatch.setattr(queue, "_now", lambda: later)
+    assert next_task_for(annotator, prompt_set=prompt_set) is not None
