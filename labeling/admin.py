@@ -109,9 +109,15 @@ class PromptSetAdmin(admin.ModelAdmin):
 
 
 class RolloutInline(admin.TabularInline):
+    """Rollouts are what annotators judged: new ones may be added, stored ones are never rewritten or removed."""
+
     model = Rollout
     extra = 0
     fields = ["policy", "text", "generation"]
+    can_delete = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return self.fields if obj is not None and obj.rollouts.exists() else []
 
 
 @admin.register(Prompt)
@@ -134,17 +140,18 @@ class PromptAdmin(admin.ModelAdmin):
         for rollout in formset.save(commit=False):
             rollout.content_hash = sha256_text(rollout.text)
             rollout.save()
-        for deleted in formset.deleted_objects:
-            deleted.delete()
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Queue records are written by the services only; the admin shows them."""
+    """Queue records are written by the services only (their counters depend on it); the admin shows them."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
 

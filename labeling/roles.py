@@ -24,3 +24,13 @@ def can_annotate(user: AbstractBaseUser) -> bool:
 
 def is_researcher(user: AbstractBaseUser) -> bool:
     return user.is_authenticated and (user.is_superuser or in_group(user, RESEARCHERS))
+
+
+def can_train(user: AbstractBaseUser) -> bool:
+    """Researchers (the group) and superusers; being staff alone is not enough."""
+    return is_researcher(user)
+
+
+def can_manage_prompt_sets(user: AbstractBaseUser) -> bool:
+    """Admins: whoever may change prompt sets (superusers, or staff given the permission)."""
+    return user.is_authenticated and user.has_perm("labeling.change_promptset")

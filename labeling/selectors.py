@@ -124,19 +124,21 @@ def rollout_texts(rollout_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
     return out
 
 
-def rankings_since(*, prompt_set_id: int, since) -> int:
-    rankings = Ranking.objects.filter(task__prompt_set_id=prompt_set_id)
-    if since is not None:
-        rankings = rankings.filter(created_at__gt=since)
-    return rankings.count()
+def rankings_after(*, prompt_set_id: int, after_id: int) -> tuple[int, int]:
+    """(how many rankings of the set have an id above `after_id`, the highest such id)."""
+    from django.db.models import Max
+
+    newer = Ranking.objects.filter(task__prompt_set_id=prompt_set_id, id__gt=after_id)
+    stats = newer.aggregate(n=Count("id"), top=Max("id"))
+    return stats["n"], stats["top"] or after_id
 
 
-def rankings_by_round(*, prompt_set_ids: list[int]) -> Iterator[tuple[int, list, bool]]:
-    """(task round, tiers, all_bad) of every ranking of the sets."""
+def rankings_by_round(*, prompt_set_ids: list[int]) -> Iterator[tuple[int, list, bool, dict]]:
+    """(task round, tiers, all_bad, flags) of every ranking of the sets."""
     return (
         Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids)
         .order_by("id")
-        .values_list("task__round", "tiers", "all_bad")
+        .values_list("task__round", "tiers", "all_bad", "flags")
         .iterator(chunk_size=EXPORT_CHUNK)
     )
 

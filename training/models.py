@@ -131,6 +131,9 @@ class AutoTrainPolicy(models.Model):
     config = models.JSONField(default=dict, blank=True)
     refresh_after_dpo = models.BooleanField(default=True, help_text="Generate new rollouts after a scheduled DPO run.")
     last_dataset_version = models.ForeignKey(DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    last_ranking_id = models.PositiveBigIntegerField(
+        default=0, help_text="Rankings up to this id were already considered (the high-water mark)."
+    )
 
     class Meta:
         verbose_name = "auto-train policy"

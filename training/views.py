@@ -13,12 +13,8 @@ from training.plots import line_chart_svg
 from training.services.winrates import automatic_win_rate, human_win_rates
 
 
-def _researcher(user) -> bool:
-    return user.is_authenticated and (user.is_staff or roles.is_researcher(user))
-
-
 def researcher_required(view):
-    return login_required(user_passes_test(_researcher)(view))
+    return login_required(user_passes_test(roles.can_train)(view))
 
 
 @researcher_required

@@ -29,6 +29,13 @@ class CanAnnotate(permissions.BasePermission):
         return roles.can_annotate(request.user)
 
 
+class CanManagePromptSets(permissions.BasePermission):
+    message = "Only admins who may change prompt sets can import into them."
+
+    def has_permission(self, request, view) -> bool:
+        return roles.can_manage_prompt_sets(request.user)
+
+
 def _refused(error: LabelingError) -> Response:
     return Response({"code": error.code, "detail": error.message}, status=status.HTTP_400_BAD_REQUEST)
 
@@ -46,7 +53,7 @@ class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
         detail=True,
         methods=["post"],
         url_path="import",
-        permission_classes=[permissions.IsAdminUser],
+        permission_classes=[CanManagePromptSets],
         parser_classes=[MultiPartParser, FormParser, JSONParser],
     )
     def import_rollouts(self, request: Request, pk: str | None = None) -> Response:

@@ -77,18 +77,25 @@ def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
     prompt_set = assignment.task.prompt_set
     try:
         tiers, flags, all_bad = tiers_from_ranks(request.POST, list(assignment.display_order))
-        spent = request.POST.get("time_spent_ms", "")
         submit_ranking(
             annotator=request.user,
             assignment_id=assignment.pk,
             tiers=tiers,
             all_bad=all_bad,
             flags=flags,
-            time_spent_ms=int(spent) if spent.isdigit() else None,
+            time_spent_ms=_client_milliseconds(request.POST.get("time_spent_ms", "")),
         )
     except LabelingError as error:
         return _render_task(request, prompt_set, assignment, error=error.message, status=400)
     return _after(request, prompt_set)
+
+
+def _client_milliseconds(raw: str) -> int | None:
+    """The page's own timer, if it sent a usable one; otherwise the server's lease clock is used."""
+    try:
+        return int(raw) if raw.isascii() else None
+    except ValueError:
+        return None
 
 
 @require_POST

@@ -106,7 +106,8 @@
     event.preventDefault();
   }
 
-  // Drag a card onto another to put it just above; the on-screen order becomes the ranking.
+  // Drag a card onto another to put it just above. The ranking takes the on-screen order of the
+  // cards already ranked plus the dragged one; cards never touched stay unranked.
   let dragged = null;
   function bindDrag(card) {
     card.addEventListener("dragstart", () => { dragged = card; card.classList.add("dragging"); });
@@ -116,8 +117,13 @@
       event.preventDefault();
       if (!dragged || dragged === card) return;
       card.parentNode.insertBefore(dragged, card);
+      const ranked = new Set(state.picks.map((p) => p.position));
+      ranked.add(state.cards.indexOf(dragged) + 1);
       const onScreen = Array.from(state.form.querySelectorAll("[data-rollout]"));
-      state.picks = onScreen.map((c) => ({ position: state.cards.indexOf(c) + 1, tie: false }));
+      state.picks = onScreen
+        .map((c) => state.cards.indexOf(c) + 1)
+        .filter((position) => ranked.has(position))
+        .map((position) => ({ position: position, tie: false }));
       render();
     });
   }

@@ -17,8 +17,39 @@ def data_dir(settings, tmp_path):
 
 
 @pytest.fixture
-def researcher_api():
-    return token_client(AdminFactory())
+def researcher():
+    """A researcher as seed_demo makes one: staff, in the researchers group, with the training permissions."""
+    from django.contrib.auth.models import Group, Permission
+
+    from labeling.roles import RESEARCHERS
+    from tests.factories import UserFactory
+
+    group, _ = Group.objects.get_or_create(name=RESEARCHERS)
+    group.permissions.add(*Permission.objects.filter(content_type__app_label="training"))
+    user = UserFactory(is_staff=True)
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def researcher_api(researcher):
+    return token_client(researcher)
+
+
+def test_researchers_cannot_import_into_prompt_sets(researcher_api):
+    """Importing is an admin's job: staff status alone does not grant it."""
+    from tests.factories import PromptSetFactory
+
+    response = researcher_api.post(f"/api/prompt-sets/{PromptSetFactory().pk}/import/", {"content": "{}"}, format="json")
+    assert response.status_code == 403
+
+
+def test_staff_outside_the_researchers_group_cannot_train():
+    """Training needs the researchers group (or a superuser)."""
+    from tests.factories import UserFactory
+
+    assert token_client(UserFactory(is_staff=True)).get("/api/runs/").status_code == 403
+    assert token_client(AdminFactory()).get("/api/runs/").status_code == 200
 
 
 def export(api, prompt_set, **extra):
@@ -68,7 +99,10 @@ def test_a_run_with_a_bad_config_is_refused_at_the_api(researcher_api):
 
 
 def test_a_valid_run_is_queued_and_can_be_cancelled(researcher_api):
-    """201 with a queued run; cancel before a worker takes it ends it at once."""
+    """201 with a queued run; cancel before a worker takes it ends it at once.
+
+    (This test's transaction never commits, so nothing is sent to a worker; the worker tests cover that.)
+    """
     version_id = export(researcher_api, ranked_prompt_set(n_prompts=6)).json()["id"]
     response = researcher_api.post(
         "/api/runs/", {"kind": "reward", "dataset_version": version_id, "base_model": "org/model", "config": {"max_steps": 3}}, format="json"

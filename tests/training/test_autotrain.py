@@ -54,3 +54,25 @@ def test_a_finished_scheduled_dpo_run_refreshes_the_prompt_set(tiny_base):
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     generation = GenerationRun.objects.get()
     assert (generation.policy, generation.prompt_set, generation.trigger) == (ModelVersion.objects.get(run=run), prompt_set, "schedule")
+
+
+def test_new_rankings_that_add_no_pairs_do_not_retrain_the_same_data():
+    """All-bad rankings move the high-water mark but give the same export: no second run, now or later."""
+    from labeling.models import Ranking
+    from labeling.services.queue import next_task_for
+    from labeling.services.ranking import submit_ranking
+    from tests.factories import AnnotatorFactory
+
+    prompt_set = ranked_prompt_set(n_prompts=4, overlap=1)
+    prompt_set.overlap = 2
+    prompt_set.save()
+    prompt_set.tasks.update(overlap=2, status="open")
+    AutoTrainPolicy.objects.create(prompt_set=prompt_set, enabled=True, min_new_rankings=4, kind="reward", base_model="org/model")
+    assert len(auto_train_tick()) == 1
+    late = AnnotatorFactory()
+    while (assignment := next_task_for(late, prompt_set=prompt_set)) is not None:
+        submit_ranking(annotator=late, assignment_id=assignment.pk, tiers=[], all_bad=True)
+    assert Ranking.objects.filter(annotator=late).count() == 4
+    assert auto_train_tick() == [] and auto_train_tick() == []
+    assert TrainingRun.objects.count() == 1
+    assert AutoTrainPolicy.objects.get().last_ranking_id == Ranking.objects.latest("id").pk

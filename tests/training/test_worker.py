@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -76,9 +75,13 @@ def test_a_worker_killed_mid_run_leaves_a_failed_run_and_no_model(data_dir, data
         wait_for(lambda: fresh(run).status == TrainingRun.Status.RUNNING and run.step > 0, timeout=120, what="training steps")
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    assert reap_stale_runs() == 0  # its last heartbeat is still fresh
-    time.sleep(4)
-    assert reap_stale_runs() == 1
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    last_beat = fresh(run).heartbeat_at
+    assert reap_stale_runs(now=last_beat + timedelta(seconds=1)) == 0  # within the timeout: alive
+    assert reap_stale_runs(now=timezone.now() + timedelta(seconds=10)) == 1
     run = fresh(run)
     assert run.status == TrainingRun.Status.FAILED
     assert "stopped sending heartbeats" in run.error

@@ -23,7 +23,7 @@ class IsResearcher(permissions.BasePermission):
     message = "Training is for researchers and admins."
 
     def has_permission(self, request, view) -> bool:
-        return request.user.is_authenticated and (request.user.is_staff or roles.is_researcher(request.user))
+        return roles.can_train(request.user)
 
 
 class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):

@@ -5,7 +5,7 @@ import logging
 
 from django.db import transaction
 
-from labeling.selectors import rankings_since
+from labeling.selectors import rankings_after
 from training.models import AutoTrainPolicy, ModelVersion, TrainingRun
 from training.services.export import ExportError, ExportOptions, export_dataset
 from training.services.runs import RunRejected, start_run
@@ -23,19 +23,41 @@ def latest_policy_for(policy: AutoTrainPolicy) -> ModelVersion | None:
 
 
 def auto_train_tick() -> list[TrainingRun]:
-    """For each enabled policy with ≥ N new rankings since its last export: export, then queue a run."""
+    """For each enabled policy with ≥ N rankings newer than its high-water mark: export, then queue a run.
+
+    The mark moves on every export, even one that found no new pairs (say, all new rankings were
+    "all bad"), so the same data is never trained on twice. Policies are locked SKIP LOCKED, so two
+    overlapping ticks never both act on one policy.
+    """
     started = []
-    for policy in AutoTrainPolicy.objects.filter(enabled=True).select_related("prompt_set", "last_dataset_version"):
-        since = policy.last_dataset_version.created_at if policy.last_dataset_version else None
-        fresh = rankings_since(prompt_set_id=policy.prompt_set_id, since=since)
-        if fresh < policy.min_new_rankings:
-            continue
+    for policy_id in AutoTrainPolicy.objects.filter(enabled=True).values_list("id", flat=True):
         with transaction.atomic():
+            policy = (
+                AutoTrainPolicy.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("prompt_set")
+                .filter(pk=policy_id, enabled=True)
+                .first()
+            )
+            if policy is None:
+                continue
+            fresh, newest = rankings_after(prompt_set_id=policy.prompt_set_id, after_id=policy.last_ranking_id)
+            if fresh < policy.min_new_rankings:
+                continue
             try:
                 exported = export_dataset(
                     options=ExportOptions(prompt_set_ids=(policy.prompt_set_id,)), name=f"{policy.prompt_set.name} (scheduled)"
                 )
-                parent = latest_policy_for(policy) if policy.kind == TrainingRun.Kind.DPO else None
+            except ExportError as error:
+                log.warning("auto-train for %s: nothing to export (%s)", policy.prompt_set, error)
+                exported = None
+            policy.last_ranking_id = newest
+            if exported is not None:
+                policy.last_dataset_version = exported.version
+            policy.save(update_fields=["last_ranking_id", "last_dataset_version"])
+            if exported is None or not exported.created:
+                continue  # no new pairs: nothing new to learn from
+            parent = latest_policy_for(policy) if policy.kind == TrainingRun.Kind.DPO else None
+            try:
                 run = start_run(
                     kind=policy.kind,
                     dataset_version=exported.version,
@@ -44,10 +66,8 @@ def auto_train_tick() -> list[TrainingRun]:
                     parent_model=parent,
                     trigger="schedule",
                 )
-            except (ExportError, RunRejected) as error:
+            except RunRejected as error:
                 log.warning("auto-train for %s skipped: %s", policy.prompt_set, error)
                 continue
-            policy.last_dataset_version = exported.version
-            policy.save(update_fields=["last_dataset_version"])
         started.append(run)
     return started

@@ -65,10 +65,19 @@ def start_generation(
         trigger=trigger,
     )
     if dispatch:
-        from training.tasks import execute_generation_run
-
-        transaction.on_commit(lambda: execute_generation_run.apply_async(args=[run.pk], queue=run.queue))
+        transaction.on_commit(lambda: _send(run))
     return run
+
+
+def _send(run: GenerationRun) -> None:
+    from training.tasks import execute_generation_run
+
+    try:
+        execute_generation_run.apply_async(args=[run.pk], queue=run.queue)
+    except Exception as error:  # noqa: BLE001 - an unreachable broker must not leave the run QUEUED forever
+        GenerationRun.objects.filter(pk=run.pk, status=GenerationRun.Status.QUEUED).update(
+            status=GenerationRun.Status.FAILED, finished_at=_now(), error=f"Could not queue the run: {error}"
+        )
 
 
 def execute_generation(run_id: int) -> GenerationRun:

@@ -3,8 +3,9 @@
 Order of operations: the trainer wrote into a staging dir; we rename it to its final place (atomic
 on one file system), then insert the ModelVersion and mark the run SUCCEEDED in one transaction,
 conditional on the run still being RUNNING. If that transaction fails (the reaper declared the run
-dead, the DB went away), the final dir is removed again: no row without files, no files without a row
-that anyone can reach.
+dead, the DB went away), the final dir is removed again. A worker killed between the rename and the
+commit leaves a directory no row points to; the reaper removes it when it fails the run. So a
+ModelVersion always has its files, and stray files never outlive the reaper.
 """
 from __future__ import annotations
 

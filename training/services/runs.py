@@ -21,7 +21,7 @@ from django.db import close_old_connections, models, transaction
 from django.utils import timezone
 
 from training.models import DatasetVersion, GenerationRun, ModelVersion, TrainingRun
-from training.services.registry import register_model, staging_dir_for
+from training.services.registry import model_name_for, models_dir, register_model, staging_dir_for
 from training.trainers.config import RUN_CONFIGS, ConfigError
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,13 @@ def start_run(
 def _send(run: TrainingRun) -> None:
     from training.tasks import execute_training_run
 
-    result = execute_training_run.apply_async(args=[run.pk], queue=run.queue)
+    try:
+        result = execute_training_run.apply_async(args=[run.pk], queue=run.queue)
+    except Exception as error:  # noqa: BLE001 - an unreachable broker must not leave a run QUEUED forever
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+            status=TrainingRun.Status.FAILED, finished_at=_now(), error=f"Could not queue the run: {error}"
+        )
+        return
     TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id)
 
 
@@ -192,9 +198,12 @@ class _RunReporter:
         self._last_write = time.monotonic()
 
     def should_stop(self) -> bool:
+        """Stop when cancelled, or when the run is no longer ours (the reaper failed it meanwhile)."""
         if not self._cancelled and time.monotonic() - self._last_cancel_check >= _PROGRESS_WRITE_SECONDS:
             self._last_cancel_check = time.monotonic()
-            self._cancelled = TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
+            self._cancelled = not TrainingRun.objects.filter(
+                pk=self.run_id, cancel_requested=False, status=TrainingRun.Status.RUNNING
+            ).exists()
         return self._cancelled
 
 
@@ -307,7 +316,7 @@ def reap_stale_runs(*, now: datetime | None = None) -> int:
     stale = list(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff))
     reaped = 0
     for run in stale:
-        reaped += TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+        failed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
             status=TrainingRun.Status.FAILED,
             finished_at=now,
             error=(
@@ -315,7 +324,14 @@ def reap_stale_runs(*, now: datetime | None = None) -> int:
                 f"{settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT}s): it was killed or lost. No model was registered."
             ),
         )
+        if not failed:
+            continue  # a heartbeat arrived in between: the run is alive, its files are in use
+        reaped += 1
         shutil.rmtree(staging_dir_for(run), ignore_errors=True)
+        # A worker killed between the rename and the commit leaves weights no row points to.
+        final = models_dir() / model_name_for(run)
+        if final.exists() and not ModelVersion.objects.filter(run=run).exists():
+            shutil.rmtree(final, ignore_errors=True)
     reaped += GenerationRun.objects.filter(status=GenerationRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
         status=GenerationRun.Status.FAILED,
         finished_at=now,

@@ -7,23 +7,24 @@ from dataclasses import dataclass
 from labeling.models import Prompt, PromptSet
 from labeling.selectors import rankings_by_round, rollout_policies, rollouts_of_policies
 from training.models import ModelVersion, RolloutScore
+from training.services.export import ExportOptions, ranking_pairs
 from training.ratings import Rating, WinRate, bootstrap_ratings, pairwise_win_rates, wilson_interval
+
+
+# Win rates read rankings by the export's default rules: ties give nothing, "all bad" says nothing
+# about the policies, a flagged rollout never wins.
+_PAIR_RULES = ExportOptions(prompt_set_ids=(0,))
 
 
 def policy_comparisons(prompt_set_ids: list[int]) -> list[tuple[int, str, str]]:
     """(round, winning policy, losing policy) for every ranked pair of rollouts from different policies."""
     policy_of = rollout_policies(prompt_set_ids=prompt_set_ids)
     out = []
-    for round_number, tiers, all_bad in rankings_by_round(prompt_set_ids=prompt_set_ids):
-        if all_bad:
-            continue  # an order among answers all judged bad says little about the policies
-        for i, better_tier in enumerate(tiers):
-            for worse_tier in tiers[i + 1 :]:
-                for better in better_tier:
-                    for worse in worse_tier:
-                        a, b = policy_of.get(better), policy_of.get(worse)
-                        if a is not None and b is not None and a != b:
-                            out.append((round_number, a, b))
+    for round_number, tiers, all_bad, flags in rankings_by_round(prompt_set_ids=prompt_set_ids):
+        for better, worse, _ in ranking_pairs(tiers, all_bad=all_bad, flags=flags, options=_PAIR_RULES):
+            a, b = policy_of.get(better), policy_of.get(worse)
+            if a is not None and b is not None and a != b:
+                out.append((round_number, a, b))
     return out
 
 
