@@ -47,13 +47,10 @@ def build_tasks(prompt_set: PromptSet, *, prompt_ids: Iterable[int] | None = Non
     form tasks from the same rollouts.
     """
     with transaction.atomic():
-        PromptSet.objects.select_for_update().filter(pk=prompt_set.pk).first()
+        already = _lock_and_list_tasked(prompt_set)
         rollouts = Rollout.objects.filter(prompt__prompt_set=prompt_set)
         if prompt_ids is not None:
             rollouts = rollouts.filter(prompt_id__in=list(prompt_ids))
-        already = set(
-            TaskRollout.objects.filter(task__prompt_set=prompt_set).values_list("rollout_id", flat=True).distinct()
-        )
         pending: dict[int, list[int]] = defaultdict(list)
         tasked: dict[int, list[int]] = defaultdict(list)
         for rollout_id, prompt_id in rollouts.order_by("id").values_list("id", "prompt_id"):
@@ -64,6 +61,12 @@ def build_tasks(prompt_set: PromptSet, *, prompt_ids: Iterable[int] | None = Non
             for group in group_rollouts(ids, tasked.get(prompt_id, []), prompt_set.rollouts_per_task):
                 groups.append((prompt_id, group))
         return _create_tasks(prompt_set, groups, round=round)
+
+
+def _lock_and_list_tasked(prompt_set: PromptSet) -> set[int]:
+    """Lock the set against other builders, then return the ids of its rollouts already in a task."""
+    PromptSet.objects.select_for_update().filter(pk=prompt_set.pk).first()
+    return set(TaskRollout.objects.filter(task__prompt_set=prompt_set).values_list("rollout_id", flat=True).distinct())
 
 
 def _create_tasks(prompt_set: PromptSet, groups: list[tuple[int, list[int]]], *, round: int) -> int:
@@ -119,10 +122,7 @@ def build_mixed_tasks(prompt_set: PromptSet, *, new_policy: str, old_policy: str
     This is what makes the next round of rankings a comparison of the new policy with the old one.
     """
     with transaction.atomic():
-        PromptSet.objects.select_for_update().filter(pk=prompt_set.pk).first()
-        already = set(
-            TaskRollout.objects.filter(task__prompt_set=prompt_set).values_list("rollout_id", flat=True).distinct()
-        )
+        already = _lock_and_list_tasked(prompt_set)
         new: dict[int, list[int]] = defaultdict(list)
         old: dict[int, list[int]] = defaultdict(list)
         rows = Rollout.objects.filter(prompt__prompt_set=prompt_set, policy__in=[new_policy, old_policy]).order_by("id")
