@@ -76,9 +76,14 @@ class Prompt(models.Model):
 
     @property
     def display_text(self) -> str:
-        if self.messages is None:
-            return self.text
-        return "\n\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+        return prompt_as_text(self.text, self.messages)
+
+
+def prompt_as_text(text: str, messages: list[dict] | None) -> str:
+    """A prompt as one string: the text, or the chat as "role: content" paragraphs."""
+    if messages is None:
+        return text
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
 class Rollout(models.Model):

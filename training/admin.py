@@ -11,7 +11,6 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from django.contrib import admin, messages
@@ -34,12 +33,10 @@ from django.utils.safestring import SafeString, mark_safe
 from training.forms import AutoTrainPolicyForm, BaseModelRegistrationForm, ExportForm, GenerationForm, RunForm
 from training.models import AutoTrainPolicy, DatasetVersion, GenerationRun, ModelVersion, TrainingRun
 from training.plots import line_chart_svg
-from training.services.export import SPLITS, ExportError, export_dataset
+from training.services.export import DOWNLOAD_FORMATS, SPLITS, ExportError, dataset_file, export_dataset
 from training.services.generation import start_generation
 from training.services.runs import RunRejected, cancel_run, start_run
 
-#: Files a dataset version directory holds that may be downloaded; anything else is a 404 (no path traversal).
-DOWNLOAD_FORMATS = ("jsonl", "parquet")
 #: The one figure the registry list shows per model kind: the held-out metric training is meant to raise.
 KEY_METRICS = {
     ModelVersion.Kind.REWARD: ("test_accuracy_after", "held-out accuracy"),
@@ -298,11 +295,10 @@ class DatasetVersionAdmin(admin.ModelAdmin):
         version = get_object_or_404(DatasetVersion, pk=version_id)
         if not self.has_view_permission(request, version):
             raise PermissionDenied
-        if split not in SPLITS or fmt not in DOWNLOAD_FORMATS:
-            raise Http404("Unknown split or format.")
-        file_path = Path(version.path) / f"{split}.{fmt}"
-        if not file_path.is_file():
-            raise Http404(f"{split}.{fmt} is missing from this version's directory.")
+        try:
+            file_path = dataset_file(version, split, fmt)
+        except FileNotFoundError as error:
+            raise Http404(str(error)) from None
         return FileResponse(file_path.open("rb"), as_attachment=True, filename=f"{version.name}-{split}.{fmt}")
 
 

@@ -1,8 +1,6 @@
 """Training API: export and download dataset versions, start/watch/cancel runs, list models (researchers)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
@@ -13,10 +11,8 @@ from rest_framework.response import Response
 from labeling import roles
 from training.api import serializers as s
 from training.models import DatasetVersion, ModelVersion, TrainingRun
-from training.services.export import SPLITS, ExportError, ExportOptions, export_dataset
+from training.services.export import ExportError, ExportOptions, dataset_file, export_dataset
 from training.services.runs import RunRejected, cancel_run, start_run
-
-DOWNLOAD_FORMATS = ("jsonl", "parquet")
 
 
 class IsResearcher(permissions.BasePermission):
@@ -53,12 +49,11 @@ class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
     @action(detail=True, methods=["get"], url_path=r"download/(?P<split>[a-z]+)\.(?P<fmt>[a-z]+)")
     def download(self, request: Request, pk: str | None = None, split: str = "", fmt: str = "") -> FileResponse:
         """The train or test split as JSONL or Parquet."""
-        if split not in SPLITS or fmt not in DOWNLOAD_FORMATS:
-            raise Http404("Unknown split or format.")
         version = self.get_object()
-        path = Path(version.path) / f"{split}.{fmt}"
-        if not path.is_file():
-            raise Http404("The file is missing on this server.")
+        try:
+            path = dataset_file(version, split, fmt)
+        except FileNotFoundError as error:
+            raise Http404(str(error)) from None
         return FileResponse(path.open("rb"), as_attachment=True, filename=f"{version.content_hash[:12]}-{split}.{fmt}")
 
 

@@ -31,6 +31,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
+from labeling.models import prompt_as_text
 from labeling.selectors import export_rankings, prompts_by_id, rollout_texts
 from training.models import DatasetVersion
 from training.ratings import bradley_terry, win_probability
@@ -42,6 +43,7 @@ FLAGGED = ("never_chosen", "exclude", "ignore")
 AGGREGATIONS = ("per_annotator", "majority", "bradley_terry")
 FORMATS = ("standard", "conversational")
 SPLITS = ("train", "test")
+DOWNLOAD_FORMATS = ("jsonl", "parquet")
 _HASH_SLICE = 10_000
 
 
@@ -192,9 +194,7 @@ def _message_list(prompt) -> list[dict]:
 
 
 def _prompt_text(prompt) -> str:
-    if prompt["messages"] is None:
-        return completion_prompt(prompt["text"])
-    return completion_prompt("\n\n".join(f"{m['role']}: {m['content']}" for m in prompt["messages"]))
+    return completion_prompt(prompt_as_text(prompt["text"], prompt["messages"]))
 
 
 def build_rows(pairs: list[Pair], options: ExportOptions) -> dict[str, dict[str, list]]:
@@ -313,3 +313,16 @@ def export_dataset(*, options: ExportOptions, name: str = "", created_by: Abstra
     except IntegrityError:
         return ExportResult(DatasetVersion.objects.get(content_hash=digest), created=False, counts=counts)
     return ExportResult(version, created=True, counts=counts)
+
+
+def dataset_file(version: DatasetVersion, split: str, fmt: str) -> Path:
+    """The file holding one split of a version. Only whitelisted names, so no path can be smuggled in.
+
+    Raises FileNotFoundError for an unknown split/format or a file missing on this server.
+    """
+    if split not in SPLITS or fmt not in DOWNLOAD_FORMATS:
+        raise FileNotFoundError(f"Unknown split or format {split}.{fmt}; use train|test and jsonl|parquet.")
+    path = Path(version.path) / f"{split}.{fmt}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{split}.{fmt} is missing from this version's directory.")
+    return path

@@ -189,7 +189,7 @@ class _RunReporter:
             self.flush(step=step, total_steps=total_steps)
 
     def flush(self, *, step: int | None = None, total_steps: int | None = None) -> None:
-        fields = {"history": self.history, "log_tail": "\n".join(self.lines) + "\n", "heartbeat_at": _now()}
+        fields = {"history": self.history, "log_tail": "\n".join(self.lines) + "\n"}  # heartbeats: the Heartbeat thread
         if step is not None:
             fields["step"] = step
         if total_steps is not None:
