@@ -3,6 +3,7 @@
 Nothing here imports Django: the load generator stays a plain HTTP client, and the commands that
 need the ORM set the environment first and call `django_setup()`.
 """
+
 from __future__ import annotations
 
 import math
@@ -159,7 +160,8 @@ def cpu_split(
         result[label] = 100 * sum(used.get(pid, 0.0) for pid in pids) / seconds
     if postgres_db:
         backends = {
-            pid for pid, (name, _, _) in after.items()
+            pid
+            for pid, (name, _, _) in after.items()
             if name.startswith("postgres:") and f" {postgres_db} " in f"{name} "
         }
         result["postgres"] = 100 * sum(used[pid] for pid in backends) / seconds

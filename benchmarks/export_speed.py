@@ -9,6 +9,7 @@ once cold and once more on the same data (which must find the same content hash 
 Prints the set-up time, the export's wall time and comparisons/s, the files' sizes and peak RSS.
 It prints figures and asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import DEFAULT_PG_URL, ROOT, FreshDatabase, django_setup  # noqa: E402
+from benchmarks._common import DEFAULT_PG_URL, ROOT, FreshDatabase, django_setup
 
 WORDS = "the answer explains each step with one example and a summary of what matters most here".split()
 
@@ -48,13 +49,22 @@ def populate(*, comparisons: int, k: int, annotators: int) -> int:
         count = min(batch, n_tasks - start)
         prompts = Prompt.objects.bulk_create(
             [
-                Prompt(prompt_set=prompt_set, text=(text := f"Prompt {start + i}: " + " ".join(rng.choices(WORDS, k=20))), content_hash=PromptRecord(line=0, text=text).content_hash)
+                Prompt(
+                    prompt_set=prompt_set,
+                    text=(text := f"Prompt {start + i}: " + " ".join(rng.choices(WORDS, k=20))),
+                    content_hash=PromptRecord(line=0, text=text).content_hash,
+                )
                 for i in range(count)
             ]
         )
         rollouts = Rollout.objects.bulk_create(
             [
-                Rollout(prompt=p, policy=f"policy-{r % 2}", text=(text := f"Answer {r} to {p.pk}. " + " ".join(rng.choices(WORDS, k=50))), content_hash=sha256_text(text))
+                Rollout(
+                    prompt=p,
+                    policy=f"policy-{r % 2}",
+                    text=(text := f"Answer {r} to {p.pk}. " + " ".join(rng.choices(WORDS, k=50))),
+                    content_hash=sha256_text(text),
+                )
                 for p in prompts
                 for r in range(k)
             ]
@@ -62,21 +72,46 @@ def populate(*, comparisons: int, k: int, annotators: int) -> int:
         groups = [rollouts[i * k : (i + 1) * k] for i in range(count)]
         tasks = RankingTask.objects.bulk_create(
             [
-                RankingTask(prompt_set=prompt_set, prompt=p, rollout_key=rollout_key(r.pk for r in g), overlap=annotators, active_count=annotators, completed_count=annotators, status="done")
-                for p, g in zip(prompts, groups)
+                RankingTask(
+                    prompt_set=prompt_set,
+                    prompt=p,
+                    rollout_key=rollout_key(r.pk for r in g),
+                    overlap=annotators,
+                    active_count=annotators,
+                    completed_count=annotators,
+                    status="done",
+                )
+                for p, g in zip(prompts, groups, strict=True)
             ]
         )
-        TaskRollout.objects.bulk_create([TaskRollout(task=t, rollout=r) for t, g in zip(tasks, groups) for r in g])
+        TaskRollout.objects.bulk_create(
+            [TaskRollout(task=t, rollout=r) for t, g in zip(tasks, groups, strict=True) for r in g]
+        )
         assignments = Assignment.objects.bulk_create(
             [
-                Assignment(task=t, annotator=u, status="submitted", display_order=[r.pk for r in g], leased_at=now, leased_until=now, finished_at=now)
-                for t, g in zip(tasks, groups)
+                Assignment(
+                    task=t,
+                    annotator=u,
+                    status="submitted",
+                    display_order=[r.pk for r in g],
+                    leased_at=now,
+                    leased_until=now,
+                    finished_at=now,
+                )
+                for t, g in zip(tasks, groups, strict=True)
                 for u in users
             ]
         )
         Ranking.objects.bulk_create(
             [
-                Ranking(assignment=a, task_id=a.task_id, annotator_id=a.annotator_id, tiers=[[rid] for rid in rng.sample(a.display_order, k)], display_order=a.display_order, time_spent_ms=5000)
+                Ranking(
+                    assignment=a,
+                    task_id=a.task_id,
+                    annotator_id=a.annotator_id,
+                    tiers=[[rid] for rid in rng.sample(a.display_order, k)],
+                    display_order=a.display_order,
+                    time_spent_ms=5000,
+                )
                 for a in assignments
             ]
         )
@@ -96,7 +131,13 @@ def main() -> None:
     database = FreshDatabase(args.db, pg_url=args.pg_url)
     try:
         env = database.env(PREFLOOP_DATA_DIR=str(database.tmp / "data"))
-        migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, capture_output=True, text=True)
+        migrate = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         if migrate.returncode != 0:
             sys.exit(migrate.stdout + migrate.stderr)
         django_setup(env)
@@ -120,11 +161,18 @@ def main() -> None:
         pairs = version.n_train + version.n_test
         peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"database          {args.db}")
-        print(f"rankings          {n_rankings:,} (k={args.k}, {args.annotators} annotators per task), inserted in {setup_s:.1f} s")
-        print(f"comparisons       {pairs:,} ({version.n_train:,} train / {version.n_test:,} test), format {args.format}")
+        print(
+            f"rankings          {n_rankings:,} (k={args.k}, {args.annotators} annotators per task),"
+            f" inserted in {setup_s:.1f} s"
+        )
+        print(
+            f"comparisons       {pairs:,} ({version.n_train:,} train / {version.n_test:,} test), format {args.format}"
+        )
         print(f"export wall time  {export_s:.1f} s  ->  {pairs / export_s:,.0f} comparisons/s")
-        print(f"re-export         {again_s:.1f} s, same version: {again.version.pk == version.pk and not again.created}")
-        print(f"files             " + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sizes.items()))
+        print(
+            f"re-export         {again_s:.1f} s, same version: {again.version.pk == version.pk and not again.created}"
+        )
+        print("files             " + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sizes.items()))
         print(f"peak RSS          {peak_rss_mib:,.0f} MiB")
     finally:
         database.close()

@@ -12,6 +12,7 @@ before and after. `--profile` adds the top functions of a cProfile of the first 
 
 It prints figures and asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     DEFAULT_PG_URL,
     ROOT,
     FreshDatabase,
@@ -37,8 +38,8 @@ from benchmarks._common import (  # noqa: E402
 )
 
 WORDS = (
-    "the model answer explains a step by step reasoning with one example and a short summary while "
-    "checking each claim against the question and noting where it is unsure about the details"
+    "the model answer explains a step by step reasoning with one example and a short summary while checking each"
+    " claim against the question and noting where it is unsure about the details"
 ).split()
 
 
@@ -49,8 +50,10 @@ def write_jsonl(path: Path, prompts: int, rollouts: int, seed: int = 0) -> int:
         for p in range(prompts):
             prompt = f"Prompt {p}: " + " ".join(rng.choices(WORDS, k=25))
             responses = [
-                {"text": f"Response {r} to prompt {p}. " + " ".join(rng.choices(WORDS, k=60)),
-                 "policy": f"policy-{r % 2}"}
+                {
+                    "text": f"Response {r} to prompt {p}. " + " ".join(rng.choices(WORDS, k=60)),
+                    "policy": f"policy-{r % 2}",
+                }
                 for r in range(rollouts)
             ]
             out.write(json.dumps({"id": f"p{p}", "prompt": prompt, "responses": responses}) + "\n")
@@ -118,8 +121,11 @@ def main() -> None:
     try:
         env = database.env()
         migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT,
-            capture_output=True, text=True,
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
         if migrate.returncode != 0:
             sys.stderr.write(migrate.stdout + migrate.stderr)
@@ -168,9 +174,11 @@ def main() -> None:
         print(f"prompts/s:     {report.prompts_created / wall:,.0f}")
         print(f"tasks built:   {report.tasks_created}")
         print(f"report:        {report}")
-        print(f"SQL:           {sql['queries']} statements, {sql['seconds']:.2f}s waiting on the database "
-              f"({100 * sql['seconds'] / wall:.0f}% of wall, incl. the driver's parameter conversion; the rest is "
-              "Python: parse, hashing, model instances, COMMIT)")
+        print(
+            f"SQL:           {sql['queries']} statements, {sql['seconds']:.2f}s waiting on the database "
+            f"({100 * sql['seconds'] / wall:.0f}% of wall, incl. the driver's parameter conversion; the rest is "
+            "Python: parse, hashing, model instances, COMMIT)"
+        )
         print(f"CPU:           {cpu_line(cpu0, cpu1, wall, database.pg_name)}")
         before = counts()
 
@@ -201,7 +209,7 @@ def main() -> None:
             from django.db import connections
 
             connections.close_all()
-        except Exception:  # noqa: BLE001 - Django may not be set up yet
+        except Exception:
             pass
         database.close()
 

@@ -20,6 +20,7 @@ lets the next request go to whichever worker is free. `--keep-alive 30` measures
 
 It prints figures and asserts nothing (exit status 0 unless the benchmark itself could not run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     DEFAULT_PG_URL,
     ROOT,
     FreshDatabase,
@@ -112,9 +113,7 @@ def step_check(args: argparse.Namespace) -> dict:
             output_field=IntegerField(),
         )
 
-    holding = Assignment.objects.filter(
-        task_id=OuterRef("pk"), status__in=[statuses.LEASED, statuses.SUBMITTED]
-    )
+    holding = Assignment.objects.filter(task_id=OuterRef("pk"), status__in=[statuses.LEASED, statuses.SUBMITTED])
     ranked = Ranking.objects.filter(task_id=OuterRef("pk"))
     with_counts = tasks.annotate(holding=count_of(holding), ranked=count_of(ranked))
 
@@ -141,9 +140,7 @@ def step_check(args: argparse.Namespace) -> dict:
         "db_submitted_without_client_201": len(submitted_ids - ok),
         "db_assignments_never_seen_by_a_client": len(all_ids - got),
         "live_leases_left": Assignment.objects.filter(status=statuses.LEASED).count(),
-        "assignments_by_status": dict(
-            Counter(Assignment.objects.values_list("status", flat=True))
-        ),
+        "assignments_by_status": dict(Counter(Assignment.objects.values_list("status", flat=True))),
         "tasks_done": tasks.filter(status=RankingTask.Status.DONE).count(),
         "tasks_with_free_slot": tasks.filter(Q(status="open") & Q(active_count__lt=F("overlap"))).count(),
     }
@@ -183,17 +180,28 @@ class Gunicorn:
         self.cmd = [
             str(Path(PY).with_name("gunicorn")) if Path(PY).with_name("gunicorn").exists() else "gunicorn",
             "webapp.wsgi:application",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--worker-class", args.worker_class,
-            "--workers", str(args.workers),
-            "--threads", str(args.threads),
-            "--keep-alive", str(args.keep_alive),
-            "--timeout", "60",
-            "--graceful-timeout", "15",
-            "--backlog", "2048",
-            "--log-level", "warning",
-            "--error-logfile", str(self.log),
-            "--chdir", str(ROOT),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--worker-class",
+            args.worker_class,
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--keep-alive",
+            str(args.keep_alive),
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "15",
+            "--backlog",
+            "2048",
+            "--log-level",
+            "warning",
+            "--error-logfile",
+            str(self.log),
+            "--chdir",
+            str(ROOT),
         ]
         if args.preload:
             self.cmd.append("--preload")
@@ -321,7 +329,8 @@ def cpu_report(before, after, seconds: float, groups: dict[str, set[int]], postg
         total = sum(per_cycle.values())
         cores = os.cpu_count() or 1
         lines.append(
-            "CPU per cycle:       " + ", ".join(f"{k} {v:.1f} ms" for k, v in per_cycle.items())
+            "CPU per cycle:       "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in per_cycle.items())
             + f" = {total:.1f} ms → at most ~{1000 * cores / total:.0f} cycles/s on {cores} idle cores"
         )
     return "\n".join(lines)
@@ -354,7 +363,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="threads per worker (they overlap database waits)")
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument(
-        "--keep-alive", type=int, default=0,
+        "--keep-alive",
+        type=int,
+        default=0,
         help="gunicorn keep-alive seconds (0: close after each response; a gthread connection stays on the "
         "worker that accepted it while kept alive)",
     )
@@ -390,16 +401,20 @@ def main() -> None:
     try:
         started = time.perf_counter()
         migrate = subprocess.run(
-            [PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=database.env(), cwd=ROOT,
-            capture_output=True, text=True,
+            [PY, "manage.py", "migrate", "--noinput", "-v", "0"],
+            env=database.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
         if migrate.returncode != 0:
             sys.stderr.write(migrate.stdout + migrate.stderr)
             raise SystemExit("migrate failed")
         print(f"migrate: {time.perf_counter() - started:.1f}s")
         setup = run_step(
-            "setup", database, ["--prompts", str(args.prompts), "--overlap", str(args.overlap),
-                                "--annotators", str(args.annotators)]
+            "setup",
+            database,
+            ["--prompts", str(args.prompts), "--overlap", str(args.overlap), "--annotators", str(args.annotators)],
         )
         print(f"setup: prompt set {setup['prompt_set']}: {setup['import']} (import {setup['import_s']:.2f}s)")
         print(f"capacity: {setup['tasks'] * args.overlap} slots, at most {setup['tasks']} cycles per annotator")
@@ -447,14 +462,14 @@ def main() -> None:
         elapsed = window_end - window_start
         print()
         print(f"== {args.db}, {args.annotators} annotators, {elapsed:.1f}s window ==")
-        print(f"cycles/s:            {len(in_window) / elapsed:8.1f}   ({len(in_window)} cycles in window, "
-              f"{all_cycles} in all)")
+        print(
+            f"cycles/s:            {len(in_window) / elapsed:8.1f}   ({len(in_window)} cycles in window, "
+            f"{all_cycles} in all)"
+        )
         print(f"next   latency ms:   {ms([c[1] for c in in_window])}")
         print(f"submit latency ms:   {ms([c[2] for c in in_window])}")
         print(f"cycle  latency ms:   {ms([c[1] + c[2] for c in in_window])}")
-        per_annotator = sorted(
-            sum(1 for c in a.cycles if window_start <= c[0] <= window_end) for a in annotators
-        )
+        per_annotator = sorted(sum(1 for c in a.cycles if window_start <= c[0] <= window_end) for a in annotators)
         print(
             f"cycles per annotator: min {per_annotator[0]}, median {per_annotator[len(per_annotator) // 2]}, "
             f"max {per_annotator[-1]} (fairness)"
@@ -501,8 +516,10 @@ def main() -> None:
             "live_leases_left",
         ]:
             print(f"  {key:48s} {check[key]}")
-        print(f"  assignments by status: {check['assignments_by_status']}; tasks done: {check['tasks_done']}, "
-              f"tasks with a free slot: {check['tasks_with_free_slot']}")
+        print(
+            f"  assignments by status: {check['assignments_by_status']}; tasks done: {check['tasks_done']}, "
+            f"tasks with a free slot: {check['tasks_with_free_slot']}"
+        )
         if errors and server_log:
             print("\nlast lines of the gunicorn log:\n" + server_log)
     finally:

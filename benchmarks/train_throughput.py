@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from training.trainers import DPORunConfig, RewardRunConfig, TrainResult  # noqa: E402
+from training.trainers import DPORunConfig, RewardRunConfig, TrainResult
 
 H100_SXM_DENSE_BF16_TFLOPS = 989.0
 _SYLLABLES = ("ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "ve", "zu", "an", "el", "or", "ix", "um", "by")
@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         dataset_dir = _write_dataset(
             scratch_dir / "data", words, model_path=model_path, pairs=args.batch_size * args.steps, args=args
         )
-        print(f"model={args.model or 'local GPT-2 6x256 (built)'}  device={device}  steps={args.steps}  "
-              f"batch={args.batch_size} pairs  seq_len~{args.seq_len} tokens")
+        print(
+            f"model={args.model or 'local GPT-2 6x256 (built)'}  device={device}  steps={args.steps}  "
+            f"batch={args.batch_size} pairs  seq_len~{args.seq_len} tokens"
+        )
         rows = []
         for kind in args.trainers:
             rows.append(_run(kind, model_path, dataset_dir, scratch_dir / f"out-{kind}", device, args))
@@ -94,14 +96,18 @@ def _build_default_model(out_dir: Path, words: list[str], args: argparse.Namespa
     rng = random.Random(args.seed)
     corpus = [_text(rng, words, 40) for _ in range(2000)]
     return build_tiny_causal_lm(
-        out_dir, corpus=corpus, n_layer=6, n_embd=256, n_head=4, n_positions=max(1024, 2 * args.seq_len),
-        vocab_size=4096, seed=args.seed,
+        out_dir,
+        corpus=corpus,
+        n_layer=6,
+        n_embd=256,
+        n_head=4,
+        n_positions=max(1024, 2 * args.seq_len),
+        vocab_size=4096,
+        seed=args.seed,
     )
 
 
-def _write_dataset(
-    out_dir: Path, words: list[str], *, model_path: str, pairs: int, args: argparse.Namespace
-) -> Path:
+def _write_dataset(out_dir: Path, words: list[str], *, model_path: str, pairs: int, args: argparse.Namespace) -> Path:
     """Prompt ~ half of --seq-len tokens, each completion the other half, measured with the model's tokenizer."""
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -169,15 +175,21 @@ def _run(kind: str, model_path: str, dataset_dir: Path, output_dir: Path, device
         from training.trainers.reward import train_reward_model
 
         result = train_reward_model(
-            dataset_path=dataset_dir, base_model=model_path, output_dir=output_dir,
-            config=RewardRunConfig.from_dict(common), on_log=timer,
+            dataset_path=dataset_dir,
+            base_model=model_path,
+            output_dir=output_dir,
+            config=RewardRunConfig.from_dict(common),
+            on_log=timer,
         )
     else:
         from training.trainers.dpo import train_dpo
 
         result = train_dpo(
-            dataset_path=dataset_dir, policy_model=model_path, output_dir=output_dir,
-            config=DPORunConfig.from_dict(common), on_log=timer,
+            dataset_path=dataset_dir,
+            policy_model=model_path,
+            output_dir=output_dir,
+            config=DPORunConfig.from_dict(common),
+            on_log=timer,
         )
     steady_tokens, steady_pairs = timer.steady_rates(args.warmup_steps, args.batch_size)
     return Row(kind, _matmul_params(model_path, kind), result, steady_tokens, steady_pairs)
@@ -201,8 +213,10 @@ def _matmul_params(model_path: str, kind: str) -> int:
 
 def _print_table(rows: list[Row], device: str, peak_tflops: float) -> None:
     print()
-    print(f"{'trainer':<8} {'N(matmul)':>11} {'steps':>5} {'pairs':>6} {'tokens':>9} {'train s':>8} "
-          f"{'tokens/s':>10} {'pairs/s':>8} {'steady tok/s':>12} {'peak mem':>10} {'TFLOP/s':>8} {'MFU':>7}")
+    print(
+        f"{'trainer':<8} {'N(matmul)':>11} {'steps':>5} {'pairs':>6} {'tokens':>9} {'train s':>8} "
+        f"{'tokens/s':>10} {'pairs/s':>8} {'steady tok/s':>12} {'peak mem':>10} {'TFLOP/s':>8} {'MFU':>7}"
+    )
     for row in rows:
         result = row.result
         seconds = max(result.train_seconds, 1e-9)
@@ -214,14 +228,18 @@ def _print_table(rows: list[Row], device: str, peak_tflops: float) -> None:
         tflops = flops_per_token * rate / 1e12
         mfu = f"{100 * tflops / peak_tflops:6.2f}%" if device == "cuda" else "n/a"
         steady = f"{row.steady_tokens_per_s:12.0f}" if row.steady_tokens_per_s else f"{'n/a':>12}"
-        print(f"{row.kind:<8} {row.matmul_params:>11,} {result.total_steps:>5} {result.train_samples:>6} "
-              f"{result.train_tokens:>9,} {seconds:>8.2f} {tokens_per_s:>10.0f} {pairs_per_s:>8.1f} {steady} "
-              f"{_human_bytes(result.peak_memory_bytes):>10} {tflops:>8.3f} {mfu:>7}")
+        print(
+            f"{row.kind:<8} {row.matmul_params:>11,} {result.total_steps:>5} {result.train_samples:>6} "
+            f"{result.train_tokens:>9,} {seconds:>8.2f} {tokens_per_s:>10.0f} {pairs_per_s:>8.1f} {steady} "
+            f"{_human_bytes(result.peak_memory_bytes):>10} {tflops:>8.3f} {mfu:>7}"
+        )
     print()
     print(f"device: {rows[0].result.device if rows else device}")
     print("peak mem: torch.cuda.max_memory_allocated per run on CUDA; process peak RSS so far on CPU (cumulative).")
-    print("TFLOP/s and MFU use the steady-state token rate (after --warmup-steps) when available, else the whole loop;"
-          f" MFU against {peak_tflops:g} TFLOP/s dense bf16.")
+    print(
+        "TFLOP/s and MFU use the steady-state token rate (after --warmup-steps) when available, else the whole loop;"
+        f" MFU against {peak_tflops:g} TFLOP/s dense bf16."
+    )
 
 
 def _human_bytes(count: int) -> str:

@@ -1,4 +1,5 @@
 """Admin: prompt sets (progress, pause, import), prompts with their rollouts, read-only queue records."""
+
 from __future__ import annotations
 
 from django import forms
@@ -23,7 +24,16 @@ class ImportForm(forms.Form):
 
 @admin.register(PromptSet)
 class PromptSetAdmin(admin.ModelAdmin):
-    list_display = ["name", "rollouts_per_task", "overlap", "is_paused", "tasks_done", "tasks_in_progress", "tasks_open", "import_link"]
+    list_display = [
+        "name",
+        "rollouts_per_task",
+        "overlap",
+        "is_paused",
+        "tasks_done",
+        "tasks_in_progress",
+        "tasks_open",
+        "import_link",
+    ]
     list_editable = ["is_paused"]
     search_fields = ["name", "description"]
     readonly_fields = ["progress", "created_at", "created_by"]
@@ -46,7 +56,9 @@ class PromptSetAdmin(admin.ModelAdmin):
 
     @admin.display(description="import")
     def import_link(self, prompt_set: PromptSet) -> str:
-        return format_html('<a href="{}">Import JSONL/CSV</a>', reverse("admin:labeling_promptset_import", args=[prompt_set.pk]))
+        return format_html(
+            '<a href="{}">Import JSONL/CSV</a>', reverse("admin:labeling_promptset_import", args=[prompt_set.pk])
+        )
 
     @admin.display(description="progress")
     def progress(self, prompt_set: PromptSet) -> str:
@@ -90,7 +102,10 @@ class PromptSetAdmin(admin.ModelAdmin):
             upload = form.cleaned_data["file"]
             try:
                 report = import_file(
-                    prompt_set=prompt_set, data=upload.read(), filename=upload.name, fmt=form.cleaned_data["format"] or None
+                    prompt_set=prompt_set,
+                    data=upload.read(),
+                    filename=upload.name,
+                    fmt=form.cleaned_data["format"] or None,
                 )
             except ImportRejected as error:
                 rejected = error

@@ -1,14 +1,31 @@
 """A small demo prompt set, used by `seed_demo`, the browser tests and the benchmarks."""
+
 from __future__ import annotations
 
 import json
 import random
 
 TOPICS = [
-    "photosynthesis", "the French revolution", "binary search", "compound interest", "plate tectonics",
-    "the immune system", "supply and demand", "recursion", "the water cycle", "black holes",
-    "vaccines", "the printing press", "neural networks", "inflation", "volcanoes",
-    "the Roman empire", "public-key cryptography", "climate change", "DNA replication", "the stock market",
+    "photosynthesis",
+    "the French revolution",
+    "binary search",
+    "compound interest",
+    "plate tectonics",
+    "the immune system",
+    "supply and demand",
+    "recursion",
+    "the water cycle",
+    "black holes",
+    "vaccines",
+    "the printing press",
+    "neural networks",
+    "inflation",
+    "volcanoes",
+    "the Roman empire",
+    "public-key cryptography",
+    "climate change",
+    "DNA replication",
+    "the stock market",
 ]
 STYLES = [
     "{topic} is a topic. It exists.",

@@ -1,4 +1,5 @@
 """The ranking form posted by the annotator page (works without JavaScript: one rank box per response)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -24,9 +25,13 @@ def tiers_from_ranks(post: Mapping[str, str], shown: list[int]) -> tuple[list[li
         try:
             rank = int(raw)
         except ValueError:
-            raise RankingRejected(f"Response {position}: rank {raw!r} is not a number.", code="malformed_ranking") from None
+            raise RankingRejected(
+                f"Response {position}: rank {raw!r} is not a number.", code="malformed_ranking"
+            ) from None
         if not 1 <= rank <= len(shown):
-            raise RankingRejected(f"Response {position}: rank must be between 1 and {len(shown)}.", code="malformed_ranking")
+            raise RankingRejected(
+                f"Response {position}: rank must be between 1 and {len(shown)}.", code="malformed_ranking"
+            )
         by_rank[rank].append(rollout_id)
     if unranked and not (all_bad and not by_rank):
         missing = ", ".join(str(p) for p in unranked)

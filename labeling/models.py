@@ -5,6 +5,7 @@ The queue's guarantees live in the schema: a task's `active_count` can never exc
 (UNIQUE task+annotator) and one lease at a time, and a ranking belongs to exactly one assignment
 (so a retried submit cannot create a second one).
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -148,6 +149,9 @@ class TaskRollout(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["task", "rollout"], name="task_rollout_unique")]
+
+    def __str__(self) -> str:
+        return f"Task #{self.task_id} ← rollout #{self.rollout_id}"
 
 
 class Assignment(models.Model):

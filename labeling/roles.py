@@ -1,4 +1,5 @@
 """Who may do what. Admins are staff; annotators and researchers are groups."""
+
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, Group

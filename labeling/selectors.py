@@ -1,4 +1,5 @@
 """Read queries for pages, the API and the training app (which reads labeling only through here)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -100,8 +101,10 @@ def export_rankings(
         rankings = rankings.filter(created_at__lt=until)
     if annotator_ids:
         rankings = rankings.filter(annotator_id__in=annotator_ids)
-    return rankings.order_by("id").values_list("task__prompt_id", "annotator_id", "tiers", "all_bad", "flags").iterator(
-        chunk_size=EXPORT_CHUNK
+    return (
+        rankings.order_by("id")
+        .values_list("task__prompt_id", "annotator_id", "tiers", "all_bad", "flags")
+        .iterator(chunk_size=EXPORT_CHUNK)
     )
 
 
@@ -109,7 +112,9 @@ def prompts_by_id(prompt_ids: Iterable[int]) -> dict[int, dict]:
     ids = list(prompt_ids)
     out: dict[int, dict] = {}
     for start in range(0, len(ids), EXPORT_CHUNK):
-        for row in Prompt.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values("id", "text", "messages", "content_hash"):
+        for row in Prompt.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values(
+            "id", "text", "messages", "content_hash"
+        ):
             out[row["id"]] = row
     return out
 
@@ -119,7 +124,9 @@ def rollout_texts(rollout_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
     ids = list(rollout_ids)
     out: dict[int, tuple[str, str]] = {}
     for start in range(0, len(ids), EXPORT_CHUNK):
-        for rid, text, policy in Rollout.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values_list("id", "text", "policy"):
+        for rid, text, policy in Rollout.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values_list(
+            "id", "text", "policy"
+        ):
             out[rid] = (text, policy)
     return out
 

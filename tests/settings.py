@@ -1,11 +1,12 @@
 """Test settings: the real Postgres and Redis that run on this machine, unless the env says otherwise."""
+
 import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from webapp.settings import *  # noqa: E402,F403
+from webapp.settings import *  # noqa: F403
 
 # Hashing cost is not under test.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

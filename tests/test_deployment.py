@@ -1,4 +1,5 @@
 """docker-compose.yml is valid, wires every service through env vars, and reserves a GPU for the gpu worker."""
+
 from __future__ import annotations
 
 import json
@@ -51,4 +52,8 @@ def test_app_services_are_configured_only_by_environment_and_the_urls_parse():
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgres://") and env["CELERY_BROKER_URL"].startswith("redis://")
         database = database_from_url(env["DATABASE_URL"])
-        assert (database["ENGINE"], database["HOST"], database["NAME"]) == ("django.db.backends.postgresql", "postgres", "prefloop")
+        assert (database["ENGINE"], database["HOST"], database["NAME"]) == (
+            "django.db.backends.postgresql",
+            "postgres",
+            "prefloop",
+        )

@@ -1,4 +1,5 @@
 """The embedded default of `make run`: SQLite and kombu's file-system broker, with a real worker, no servers."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,25 @@ def test_a_task_round_trips_through_the_file_system_broker_to_a_real_worker(tmp_
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "cpu", "--pool", "solo", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "webapp",
+            "worker",
+            "-Q",
+            "cpu",
+            "--pool",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         script = (
@@ -38,7 +56,9 @@ def test_a_task_round_trips_through_the_file_system_broker_to_a_real_worker(tmp_
             # Remote control (queue routing pings workers) once the worker is surely listening.
             "print('ping', bool(app.control.inspect(timeout=5).ping()))\n"
         )
-        result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)

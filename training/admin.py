@@ -649,8 +649,19 @@ class GenerationRunAdmin(admin.ModelAdmin):
     """Generation runs; 'add' is the hand refresh of a prompt set from a policy."""
 
     list_display = [
-        "id", "policy", "prompt_set", "status", "generation_progress", "rollouts_created", "duplicates_collapsed",
-        "tasks_created", "round", "backend", "device", "tokens_per_second", "created_at",
+        "id",
+        "policy",
+        "prompt_set",
+        "status",
+        "generation_progress",
+        "rollouts_created",
+        "duplicates_collapsed",
+        "tasks_created",
+        "round",
+        "backend",
+        "device",
+        "tokens_per_second",
+        "created_at",
     ]
     list_filter = ["status", "prompt_set"]
     list_select_related = ["policy", "prompt_set"]
@@ -660,7 +671,10 @@ class GenerationRunAdmin(admin.ModelAdmin):
     def generation_progress(self, run: GenerationRun) -> str:
         return format_html(
             '<progress value="{}" max="{}"></progress> {}/{} prompts',
-            run.prompts_done, run.prompts_total or 1, run.prompts_done, run.prompts_total or "?",
+            run.prompts_done,
+            run.prompts_total or 1,
+            run.prompts_done,
+            run.prompts_total or "?",
         )
 
     def has_change_permission(self, request: HttpRequest, obj: GenerationRun | None = None) -> bool:
@@ -686,7 +700,9 @@ class GenerationRunAdmin(admin.ModelAdmin):
                 form.add_error(None, str(error))
                 status = 400
             else:
-                self.message_user(request, f"Queued {run}: new rollouts enter the queue when it finishes.", messages.SUCCESS)
+                self.message_user(
+                    request, f"Queued {run}: new rollouts enter the queue when it finishes.", messages.SUCCESS
+                )
                 return HttpResponseRedirect(reverse("admin:training_generationrun_changelist"))
         elif request.method == "POST":
             status = 400

@@ -358,7 +358,8 @@ class GenerationForm(forms.Form):
     max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=256)
     seed = forms.IntegerField(min_value=0, initial=0)
     compare_with = forms.CharField(
-        required=False, help_text="Policy whose rollouts the new tasks mix in (blank: the policy's parent, if it has rollouts here)."
+        required=False,
+        help_text="Policy whose rollouts the new tasks mix in (blank: the policy's parent, if it has rollouts here).",
     )
 
     def settings(self) -> dict:

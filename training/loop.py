@@ -4,6 +4,7 @@ model → DPO → generate → queue → rank again → win rate.
 Simulated annotators are scripted clients of the real ranking API. They prefer sentences with
 certain endings, a property a policy can learn, and add noise so they disagree now and then.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -34,7 +35,9 @@ OBJECTS = ("the weather", "a long story", "the budget", "every detail", "the gar
 ENDINGS = ("today.", "with care.", "again and again.", "before noon.", "for everyone.", "in plain words.")
 # What the simulated annotators like: some endings much more than others.
 ENDING_TASTE = {"with care.": 3.0, "for everyone.": 2.0, "in plain words.": 1.0}
-SENTENCES = tuple(f"{s.capitalize()} {v} {o} {e}" for s, v, o, e in itertools.product(SUBJECTS, VERBS, OBJECTS, ENDINGS))
+SENTENCES = tuple(
+    f"{s.capitalize()} {v} {o} {e}" for s, v, o, e in itertools.product(SUBJECTS, VERBS, OBJECTS, ENDINGS)
+)
 
 
 def taste(text: str) -> float:
@@ -133,7 +136,11 @@ def rank_through_api(prompt_set: PromptSet, users: list, *, noise: float, rng: r
             scored = sorted(task["rollouts"], key=lambda r: -(taste(r["text"]) + rng.gauss(0, noise)))
             result = client.post(
                 "/api/rankings/",
-                {"assignment": task["assignment"], "ranking": [r["id"] for r in scored], "time_spent_ms": rng.randint(2000, 9000)},
+                {
+                    "assignment": task["assignment"],
+                    "ranking": [r["id"] for r in scored],
+                    "time_spent_ms": rng.randint(2000, 9000),
+                },
                 format="json",
             )
             if result.status_code not in (200, 201):
@@ -157,20 +164,36 @@ def run_demo_loop(*, workdir: Path, config: LoopConfig | None = None, log: Calla
     clock = _Clock(report, log)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S-%f")
     prompts = [f"Tell me a sentence about thing {i}.\n" for i in range(config.n_prompts)]
-    sampling = {"n_samples": config.samples_per_prompt, "max_new_tokens": config.max_new_tokens, "temperature": 1.0, "seed": config.seed}
+    sampling = {
+        "n_samples": config.samples_per_prompt,
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": 1.0,
+        "seed": config.seed,
+    }
 
     with clock.step("build and pretrain a tiny base policy"):
         base_dir = build_tiny_causal_lm(workdir / f"base-{stamp}", corpus=SENTENCES + tuple(prompts), seed=config.seed)
         texts = [rng.choice(prompts) + rng.choice(SENTENCES) for _ in range(2000)]
         loss = pretrain_causal_lm(base_dir, texts, steps=config.pretrain_steps, seed=config.seed)
-        base = ModelVersion.objects.create(name=f"demo-base-{stamp}", kind=ModelVersion.Kind.POLICY, path=str(base_dir), metrics={"pretrain_loss": loss})
+        base = ModelVersion.objects.create(
+            name=f"demo-base-{stamp}",
+            kind=ModelVersion.Kind.POLICY,
+            path=str(base_dir),
+            metrics={"pretrain_loss": loss},
+        )
         report.base_policy = base.name
         log(f"  base policy {base.name}: pretrain loss {loss:.3f}")
 
     with clock.step("sample round-0 rollouts from the base policy and import them"):
         result = generate(model_path=str(base_dir), prompts=prompts, config=GenerationConfig(**sampling))
-        lines = [json.dumps({"prompt": p, "responses": list(dict.fromkeys(s)), "policy": base.name}) for p, s in zip(prompts, result.samples) if len(set(s)) >= 2]
-        prompt_set = PromptSet.objects.create(name=f"Demo loop {stamp}", rollouts_per_task=config.samples_per_prompt, overlap=config.overlap)
+        lines = [
+            json.dumps({"prompt": p, "responses": list(dict.fromkeys(s)), "policy": base.name})
+            for p, s in zip(prompts, result.samples, strict=True)
+            if len(set(s)) >= 2
+        ]
+        prompt_set = PromptSet.objects.create(
+            name=f"Demo loop {stamp}", rollouts_per_task=config.samples_per_prompt, overlap=config.overlap
+        )
         imported = import_file(prompt_set=prompt_set, data="\n".join(lines))
         report.prompt_set = prompt_set.pk
         report.taste_before = mean_taste([t for s in result.samples for t in s])
@@ -182,37 +205,73 @@ def run_demo_loop(*, workdir: Path, config: LoopConfig | None = None, log: Calla
         log(f"  {report.round0_rankings} rankings")
 
     with clock.step("export a dataset version"):
-        dataset = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.2, seed=config.seed), name=f"demo-{stamp}").version
+        dataset = export_dataset(
+            options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.2, seed=config.seed),
+            name=f"demo-{stamp}",
+        ).version
         log(f"  {dataset}: {dataset.n_train} train / {dataset.n_test} test pairs")
 
     with clock.step("train a reward model (Bradley–Terry)"):
-        run = runs.start_run(kind="reward", dataset_version=dataset, base_model=str(base_dir), dispatch=False,
-                             config={"max_steps": config.reward_steps, "learning_rate": 1e-3, "per_device_batch_size": 8})
+        run = runs.start_run(
+            kind="reward",
+            dataset_version=dataset,
+            base_model=str(base_dir),
+            dispatch=False,
+            config={"max_steps": config.reward_steps, "learning_rate": 1e-3, "per_device_batch_size": 8},
+        )
         run = runs.execute_run(run.pk)
         _require_success(run)
         reward_model = run.model_version
         report.reward_model = reward_model.name
-        log(f"  held-out accuracy {run.metrics.get('test_accuracy_before', float('nan')):.2f} → {run.metrics.get('test_accuracy_after', float('nan')):.2f}")
+        log(
+            f"  held-out accuracy {run.metrics.get('test_accuracy_before', float('nan')):.2f}"
+            f" → {run.metrics.get('test_accuracy_after', float('nan')):.2f}"
+        )
 
     with clock.step("DPO on the base policy"):
-        run = runs.start_run(kind="dpo", dataset_version=dataset, parent_model=base, dispatch=False,
-                             config={"max_steps": config.dpo_steps, "learning_rate": config.dpo_learning_rate, "beta": config.dpo_beta,
-                                     "sft_weight": config.dpo_sft_weight, "per_device_batch_size": 8})
+        run = runs.start_run(
+            kind="dpo",
+            dataset_version=dataset,
+            parent_model=base,
+            dispatch=False,
+            config={
+                "max_steps": config.dpo_steps,
+                "learning_rate": config.dpo_learning_rate,
+                "beta": config.dpo_beta,
+                "sft_weight": config.dpo_sft_weight,
+                "per_device_batch_size": 8,
+            },
+        )
         run = runs.execute_run(run.pk)
         _require_success(run)
         new_policy = run.model_version
         report.new_policy = new_policy.name
-        log(f"  {new_policy.name}: held-out log-prob margin {run.metrics.get('test_logp_margin_before', float('nan')):.3f} → {run.metrics.get('test_logp_margin_after', float('nan')):.3f}")
+        log(
+            f"  {new_policy.name}: held-out log-prob margin"
+            f" {run.metrics.get('test_logp_margin_before', float('nan')):.3f}"
+            f" → {run.metrics.get('test_logp_margin_after', float('nan')):.3f}"
+        )
 
     with clock.step("the new policy generates; tasks mix new and old rollouts"):
-        gen = generation_service.start_generation(policy=new_policy, prompt_set=prompt_set, settings={**sampling, "seed": config.seed + 1}, dispatch=False)
+        gen = generation_service.start_generation(
+            policy=new_policy, prompt_set=prompt_set, settings={**sampling, "seed": config.seed + 1}, dispatch=False
+        )
         gen = generation_service.execute_generation(gen.pk)
         if gen.status != gen.Status.SUCCEEDED:
             raise RuntimeError(f"generation failed: {gen.error}")
         from labeling.models import Rollout
 
-        report.taste_after = mean_taste(list(Rollout.objects.filter(prompt__prompt_set=prompt_set, policy=new_policy.name).values_list("text", flat=True)))
-        log(f"  {gen.rollouts_created} new rollouts ({gen.duplicates_collapsed} duplicates collapsed), {gen.tasks_created} tasks in round {gen.round}; mean taste {report.taste_after:.2f}")
+        report.taste_after = mean_taste(
+            list(
+                Rollout.objects.filter(prompt__prompt_set=prompt_set, policy=new_policy.name).values_list(
+                    "text", flat=True
+                )
+            )
+        )
+        log(
+            f"  {gen.rollouts_created} new rollouts ({gen.duplicates_collapsed} duplicates collapsed),"
+            f" {gen.tasks_created} tasks in round {gen.round}; mean taste {report.taste_after:.2f}"
+        )
 
     with clock.step("simulated annotators rank round 1"):
         report.round1_rankings = rank_through_api(prompt_set, users, noise=config.noise, rng=rng)
@@ -231,7 +290,10 @@ def run_demo_loop(*, workdir: Path, config: LoopConfig | None = None, log: Calla
         auto = automatic_win_rate(reward_model=reward_model, prompt_set=prompt_set, new=new_policy.name, old=base.name)
         report.reward_model_win_rate = auto.rate if auto else None
         if rate is not None:
-            log(f"  human win rate of {new_policy.name} over {base.name}: {rate.rate:.1%} (95% CI {rate.low:.1%}–{rate.high:.1%}, {rate.wins + rate.losses} comparisons)")
+            log(
+                f"  human win rate of {new_policy.name} over {base.name}: {rate.rate:.1%}"
+                f" (95% CI {rate.low:.1%}–{rate.high:.1%}, {rate.wins + rate.losses} comparisons)"
+            )
         if auto is not None:
             log(f"  reward-model win rate: {auto.rate:.1%} (95% CI {auto.low:.1%}–{auto.high:.1%})")
     return report

@@ -4,6 +4,7 @@ Lineage: DatasetVersion → TrainingRun → ModelVersion (→ parent ModelVersio
 only for a run that finished: the registry inserts it in the same transaction that marks the run
 SUCCEEDED, after its files were moved into place with an atomic rename.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -25,7 +26,9 @@ class DatasetVersion(models.Model):
     n_train = models.PositiveIntegerField()
     n_test = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -47,9 +50,15 @@ class ModelVersion(models.Model):
     kind = models.CharField(max_length=8, choices=Kind.choices)
     path = models.CharField(max_length=500, help_text="Local path or hub id of the weights.")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
-    dataset_version = models.ForeignKey(DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="models")
+    dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="models"
+    )
     run = models.OneToOneField(
-        "TrainingRun", null=True, blank=True, on_delete=models.PROTECT, related_name="model_version",
+        "TrainingRun",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="model_version",
         help_text="The run that produced it (empty for base models registered by hand).",
     )
     metrics = models.JSONField(default=dict, blank=True)
@@ -96,7 +105,9 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     trigger = models.CharField(max_length=20, default="manual", help_text="manual | schedule | api")
 
     class Meta:
@@ -125,12 +136,16 @@ class AutoTrainPolicy(models.Model):
 
     prompt_set = models.OneToOneField(PromptSet, on_delete=models.CASCADE, related_name="auto_train")
     enabled = models.BooleanField(default=False)
-    min_new_rankings = models.PositiveIntegerField(default=100, help_text="Rankings since the last version needed to train.")
+    min_new_rankings = models.PositiveIntegerField(
+        default=100, help_text="Rankings since the last version needed to train."
+    )
     kind = models.CharField(max_length=8, choices=TrainingRun.Kind.choices, default=TrainingRun.Kind.DPO)
     base_model = models.CharField(max_length=500, blank=True)
     config = models.JSONField(default=dict, blank=True)
     refresh_after_dpo = models.BooleanField(default=True, help_text="Generate new rollouts after a scheduled DPO run.")
-    last_dataset_version = models.ForeignKey(DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    last_dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     last_ranking_id = models.PositiveBigIntegerField(
         default=0, help_text="Rankings up to this id were already considered (the high-water mark)."
     )
@@ -191,4 +206,9 @@ class RolloutScore(models.Model):
     score = models.FloatField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["rollout", "reward_model"], name="one_score_per_rollout_and_model")]
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "reward_model"], name="one_score_per_rollout_and_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reward_model} scored rollout #{self.rollout_id}: {self.score:.4g}"

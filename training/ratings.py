@@ -3,6 +3,7 @@
 Pure Python + NumPy, no Django: used by export aggregation (per-task strengths across annotators)
 and by the refresh loop (a rating per policy version, round by round).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -33,7 +34,7 @@ def bradley_terry(
     w = np.ones(len(comparisons)) if weights is None else np.asarray(weights, dtype=float)
     wins = np.full(n, _PRIOR)
     games = np.zeros((n, n))
-    for (winner, loser), weight in zip(comparisons, w):
+    for (winner, loser), weight in zip(comparisons, w, strict=True):
         a, b = index[winner], index[loser]
         wins[a] += weight
         games[a, b] += weight
@@ -88,7 +89,9 @@ def bootstrap_ratings(
     out = {}
     for item, strength in point.items():
         values = np.asarray(draws[item] or [strength])
-        out[item] = Rating(item, strength, float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)), counts[item])
+        out[item] = Rating(
+            item, strength, float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)), counts[item]
+        )
     return out
 
 
@@ -118,7 +121,7 @@ def pairwise_win_rates(comparisons: Sequence[tuple[Hashable, Hashable]]) -> list
     tally: dict[tuple[Hashable, Hashable], int] = defaultdict(int)
     for winner, loser in comparisons:
         tally[(winner, loser)] += 1
-    pairs = sorted({tuple(sorted((w, l), key=repr)) for w, l in tally}, key=repr)
+    pairs = sorted({tuple(sorted((w, lose), key=repr)) for w, lose in tally}, key=repr)
     rates = []
     for a, b in pairs:
         for x, y in ((a, b), (b, a)):

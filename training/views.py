@@ -1,4 +1,5 @@
 """Researcher pages outside the admin: win rates per policy version, round by round."""
+
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required, user_passes_test
@@ -35,7 +36,9 @@ def win_rates(request: HttpRequest, prompt_set_id: int) -> HttpResponse:
     reward_models = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, scores__isnull=False).distinct()
     policies = [r.item for r in ratings]
     for reward_model in reward_models:
-        scored = set(RolloutScore.objects.filter(reward_model=reward_model).values_list("rollout__policy", flat=True).distinct())
+        scored = set(
+            RolloutScore.objects.filter(reward_model=reward_model).values_list("rollout__policy", flat=True).distinct()
+        )
         for new in policies:
             for old in policies:
                 if new != old and {new, old} <= scored:

@@ -1,4 +1,5 @@
 """The Celery app. Broker, backend and transport options come from Django settings (CELERY_* names)."""
+
 from __future__ import annotations
 
 import os

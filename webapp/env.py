@@ -1,4 +1,5 @@
 """The one place that reads the environment (12-factor): every setting has a safe local default."""
+
 from __future__ import annotations
 
 import os

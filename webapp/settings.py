@@ -3,6 +3,7 @@
 The defaults are the embedded setup (SQLite + a file-system Celery broker, no servers needed);
 docker-compose and the test command point DATABASE_URL / CELERY_BROKER_URL at Postgres and Redis.
 """
+
 from __future__ import annotations
 
 from .env import BASE_DIR, database_from_url, env_bool, env_int, env_list, env_str
@@ -151,7 +152,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Periodic work (beat writes these into its database schedule on start; admins can edit them there).
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "training.reap_stale_runs", "schedule": 60.0, "options": {"queue": "cpu"}},
-    "auto-train": {"task": "training.auto_train", "schedule": env_int("PREFLOOP_AUTO_TRAIN_SECONDS", 300), "options": {"queue": "cpu"}},
+    "auto-train": {
+        "task": "training.auto_train",
+        "schedule": env_int("PREFLOOP_AUTO_TRAIN_SECONDS", 300),
+        "options": {"queue": "cpu"},
+    },
 }
 CELERY_TIMEZONE = TIME_ZONE
 

@@ -1,4 +1,5 @@
 """Input and output serializers of the labeling API (one pair per endpoint, HackSoft style)."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -15,8 +16,15 @@ class PromptSetOut(serializers.ModelSerializer):
     class Meta:
         model = PromptSet
         fields = [
-            "id", "name", "description", "rollouts_per_task", "overlap", "is_paused",
-            "tasks", "tasks_done", "tasks_in_progress",
+            "id",
+            "name",
+            "description",
+            "rollouts_per_task",
+            "overlap",
+            "is_paused",
+            "tasks",
+            "tasks_done",
+            "tasks_in_progress",
         ]
 
 
@@ -71,7 +79,17 @@ class RankingOut(serializers.ModelSerializer):
 
     class Meta:
         model = Ranking
-        fields = ["id", "assignment", "task", "tiers", "all_bad", "flags", "display_order", "time_spent_ms", "created_at"]
+        fields = [
+            "id",
+            "assignment",
+            "task",
+            "tiers",
+            "all_bad",
+            "flags",
+            "display_order",
+            "time_spent_ms",
+            "created_at",
+        ]
 
 
 class ImportIn(serializers.Serializer):

@@ -1,4 +1,5 @@
 """Labeling API: thin views over the services; service refusals become 400s that say why."""
+
 from __future__ import annotations
 
 from dataclasses import asdict

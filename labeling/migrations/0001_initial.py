@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,175 +15,303 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Assignment',
+            name="Assignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('leased', 'Leased'), ('submitted', 'Submitted'), ('expired', 'Expired'), ('skipped', 'Skipped')], default='leased', max_length=10)),
-                ('display_order', models.JSONField(help_text='Rollout ids in the (random) order this annotator saw them.')),
-                ('leased_at', models.DateTimeField()),
-                ('leased_until', models.DateTimeField()),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("leased", "Leased"),
+                            ("submitted", "Submitted"),
+                            ("expired", "Expired"),
+                            ("skipped", "Skipped"),
+                        ],
+                        default="leased",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "display_order",
+                    models.JSONField(help_text="Rollout ids in the (random) order this annotator saw them."),
+                ),
+                ("leased_at", models.DateTimeField()),
+                ("leased_until", models.DateTimeField()),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="assignments",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='PromptSet',
+            name="PromptSet",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('rollouts_per_task', models.PositiveSmallIntegerField(default=4, help_text='How many rollouts an annotator ranks at once (2–9).', validators=[django.core.validators.MinValueValidator(2), django.core.validators.MaxValueValidator(9)])),
-                ('overlap', models.PositiveSmallIntegerField(default=1, help_text='How many different annotators rank each task.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(50)])),
-                ('is_paused', models.BooleanField(default=False, help_text='Paused sets hand out no new tasks.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "rollouts_per_task",
+                    models.PositiveSmallIntegerField(
+                        default=4,
+                        help_text="How many rollouts an annotator ranks at once (2–9).",
+                        validators=[
+                            django.core.validators.MinValueValidator(2),
+                            django.core.validators.MaxValueValidator(9),
+                        ],
+                    ),
+                ),
+                (
+                    "overlap",
+                    models.PositiveSmallIntegerField(
+                        default=1,
+                        help_text="How many different annotators rank each task.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(50),
+                        ],
+                    ),
+                ),
+                ("is_paused", models.BooleanField(default=False, help_text="Paused sets hand out no new tasks.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Prompt',
+            name="Prompt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField(blank=True, help_text='Plain-text prompt (empty for chat prompts).')),
-                ('messages', models.JSONField(blank=True, help_text='Chat prompt: [{role, content}, ...].', null=True)),
-                ('content_hash', models.CharField(help_text="sha256 of the prompt's canonical JSON.", max_length=64)),
-                ('external_id', models.CharField(blank=True, max_length=200)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('prompt_set', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prompts', to='labeling.promptset')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("text", models.TextField(blank=True, help_text="Plain-text prompt (empty for chat prompts).")),
+                ("messages", models.JSONField(blank=True, help_text="Chat prompt: [{role, content}, ...].", null=True)),
+                ("content_hash", models.CharField(help_text="sha256 of the prompt's canonical JSON.", max_length=64)),
+                ("external_id", models.CharField(blank=True, max_length=200)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "prompt_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="prompts", to="labeling.promptset"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='RankingTask',
+            name="RankingTask",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rollout_key', models.CharField(help_text='Hash of the sorted rollout ids (dedupes tasks).', max_length=64)),
-                ('overlap', models.PositiveSmallIntegerField(help_text='Copied from the set when the task was built.')),
-                ('active_count', models.PositiveSmallIntegerField(default=0, help_text='Live leases + submitted rankings.')),
-                ('completed_count', models.PositiveSmallIntegerField(default=0, help_text='Submitted rankings.')),
-                ('status', models.CharField(choices=[('open', 'Open'), ('done', 'Done')], default='open', max_length=8)),
-                ('round', models.PositiveIntegerField(default=0, help_text='Refresh round that built the task.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tasks', to='labeling.prompt')),
-                ('prompt_set', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tasks', to='labeling.promptset')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "rollout_key",
+                    models.CharField(help_text="Hash of the sorted rollout ids (dedupes tasks).", max_length=64),
+                ),
+                ("overlap", models.PositiveSmallIntegerField(help_text="Copied from the set when the task was built.")),
+                (
+                    "active_count",
+                    models.PositiveSmallIntegerField(default=0, help_text="Live leases + submitted rankings."),
+                ),
+                ("completed_count", models.PositiveSmallIntegerField(default=0, help_text="Submitted rankings.")),
+                (
+                    "status",
+                    models.CharField(choices=[("open", "Open"), ("done", "Done")], default="open", max_length=8),
+                ),
+                ("round", models.PositiveIntegerField(default=0, help_text="Refresh round that built the task.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="tasks", to="labeling.prompt"
+                    ),
+                ),
+                (
+                    "prompt_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="tasks", to="labeling.promptset"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Ranking',
+            name="Ranking",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tiers', models.JSONField(help_text='Rollout ids best → worst; ids in one inner list are tied.')),
-                ('all_bad', models.BooleanField(default=False)),
-                ('flags', models.JSONField(blank=True, default=dict, help_text="{rollout_id: 'harmful'|'broken'}")),
-                ('display_order', models.JSONField(help_text='Order the rollouts were shown in.')),
-                ('time_spent_ms', models.PositiveIntegerField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rankings', to=settings.AUTH_USER_MODEL)),
-                ('assignment', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='ranking', to='labeling.assignment')),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rankings', to='labeling.rankingtask')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("tiers", models.JSONField(help_text="Rollout ids best → worst; ids in one inner list are tied.")),
+                ("all_bad", models.BooleanField(default=False)),
+                ("flags", models.JSONField(blank=True, default=dict, help_text="{rollout_id: 'harmful'|'broken'}")),
+                ("display_order", models.JSONField(help_text="Order the rollouts were shown in.")),
+                ("time_spent_ms", models.PositiveIntegerField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rankings",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "assignment",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="ranking", to="labeling.assignment"
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="rankings", to="labeling.rankingtask"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddField(
-            model_name='assignment',
-            name='task',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='labeling.rankingtask'),
+            model_name="assignment",
+            name="task",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="assignments", to="labeling.rankingtask"
+            ),
         ),
         migrations.CreateModel(
-            name='Rollout',
+            name="Rollout",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField()),
-                ('policy', models.CharField(blank=True, help_text='Policy (model version) that wrote it.', max_length=200)),
-                ('content_hash', models.CharField(help_text='sha256 of the response text.', max_length=64)),
-                ('generation', models.JSONField(blank=True, default=dict, help_text='Sampling settings, seed, etc.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rollouts', to='labeling.prompt')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("text", models.TextField()),
+                (
+                    "policy",
+                    models.CharField(blank=True, help_text="Policy (model version) that wrote it.", max_length=200),
+                ),
+                ("content_hash", models.CharField(help_text="sha256 of the response text.", max_length=64)),
+                ("generation", models.JSONField(blank=True, default=dict, help_text="Sampling settings, seed, etc.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="rollouts", to="labeling.prompt"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='TaskRollout',
+            name="TaskRollout",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rollout', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.rollout')),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='task_rollouts', to='labeling.rankingtask')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "rollout",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="labeling.rollout"
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="task_rollouts",
+                        to="labeling.rankingtask",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='rankingtask',
-            name='rollouts',
-            field=models.ManyToManyField(related_name='tasks', through='labeling.TaskRollout', to='labeling.rollout'),
+            model_name="rankingtask",
+            name="rollouts",
+            field=models.ManyToManyField(related_name="tasks", through="labeling.TaskRollout", to="labeling.rollout"),
         ),
         migrations.AddConstraint(
-            model_name='promptset',
-            constraint=models.CheckConstraint(condition=models.Q(('rollouts_per_task__gte', 2), ('rollouts_per_task__lte', 9)), name='promptset_rollouts_per_task_2_to_9'),
+            model_name="promptset",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("rollouts_per_task__gte", 2), ("rollouts_per_task__lte", 9)),
+                name="promptset_rollouts_per_task_2_to_9",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='promptset',
-            constraint=models.CheckConstraint(condition=models.Q(('overlap__gte', 1)), name='promptset_overlap_positive'),
+            model_name="promptset",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("overlap__gte", 1)), name="promptset_overlap_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='prompt',
-            constraint=models.UniqueConstraint(fields=('prompt_set', 'content_hash'), name='prompt_unique_in_set'),
+            model_name="prompt",
+            constraint=models.UniqueConstraint(fields=("prompt_set", "content_hash"), name="prompt_unique_in_set"),
         ),
         migrations.AddIndex(
-            model_name='ranking',
-            index=models.Index(fields=['created_at'], name='ranking_created_idx'),
+            model_name="ranking",
+            index=models.Index(fields=["created_at"], name="ranking_created_idx"),
         ),
         migrations.AddConstraint(
-            model_name='ranking',
-            constraint=models.UniqueConstraint(fields=('task', 'annotator'), name='ranking_once_per_annotator'),
+            model_name="ranking",
+            constraint=models.UniqueConstraint(fields=("task", "annotator"), name="ranking_once_per_annotator"),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(fields=['status', 'leased_until'], name='assignment_lease_idx'),
+            model_name="assignment",
+            index=models.Index(fields=["status", "leased_until"], name="assignment_lease_idx"),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(fields=('task', 'annotator'), name='assignment_once_per_annotator'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(fields=("task", "annotator"), name="assignment_once_per_annotator"),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'leased')), fields=('annotator',), name='assignment_one_live_lease'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "leased")), fields=("annotator",), name="assignment_one_live_lease"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rollout',
-            constraint=models.UniqueConstraint(fields=('prompt', 'policy', 'content_hash'), name='rollout_unique_per_policy'),
+            model_name="rollout",
+            constraint=models.UniqueConstraint(
+                fields=("prompt", "policy", "content_hash"), name="rollout_unique_per_policy"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='taskrollout',
-            constraint=models.UniqueConstraint(fields=('task', 'rollout'), name='task_rollout_unique'),
+            model_name="taskrollout",
+            constraint=models.UniqueConstraint(fields=("task", "rollout"), name="task_rollout_unique"),
         ),
         migrations.AddIndex(
-            model_name='rankingtask',
-            index=models.Index(fields=['prompt_set', 'status', 'active_count', 'id'], name='task_queue_idx'),
+            model_name="rankingtask",
+            index=models.Index(fields=["prompt_set", "status", "active_count", "id"], name="task_queue_idx"),
         ),
         migrations.AddConstraint(
-            model_name='rankingtask',
-            constraint=models.UniqueConstraint(fields=('prompt', 'rollout_key'), name='task_unique_rollout_group'),
+            model_name="rankingtask",
+            constraint=models.UniqueConstraint(fields=("prompt", "rollout_key"), name="task_unique_rollout_group"),
         ),
         migrations.AddConstraint(
-            model_name='rankingtask',
-            constraint=models.CheckConstraint(condition=models.Q(('active_count__lte', models.F('overlap'))), name='task_never_beyond_overlap'),
+            model_name="rankingtask",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("active_count__lte", models.F("overlap"))), name="task_never_beyond_overlap"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rankingtask',
-            constraint=models.CheckConstraint(condition=models.Q(('completed_count__lte', models.F('active_count'))), name='task_completed_within_active'),
+            model_name="rankingtask",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("completed_count__lte", models.F("active_count"))),
+                name="task_completed_within_active",
+            ),
         ),
     ]

@@ -4,18 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0001_initial'),
+        ("labeling", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='rankingtask',
-            name='task_queue_idx',
+            model_name="rankingtask",
+            name="task_queue_idx",
         ),
         migrations.AddIndex(
-            model_name='rankingtask',
-            index=models.Index(fields=['prompt_set', 'status', '-active_count', 'id'], name='task_queue_idx'),
+            model_name="rankingtask",
+            index=models.Index(fields=["prompt_set", "status", "-active_count", "id"], name="task_queue_idx"),
         ),
     ]

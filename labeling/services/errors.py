@@ -1,4 +1,5 @@
 """Errors the labeling services raise; interfaces turn them into 400s with the message intact."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Import prompts with rollouts into a prompt set: all or nothing, and idempotent."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,7 +66,9 @@ def import_records(*, prompt_set: PromptSet, records: list[PromptRecord]) -> Imp
             ignore_conflicts=True,
         )
         prompt_ids = dict(
-            Prompt.objects.filter(prompt_set=prompt_set, content_hash__in=list(hashes)).values_list("content_hash", "id")
+            Prompt.objects.filter(prompt_set=prompt_set, content_hash__in=list(hashes)).values_list(
+                "content_hash", "id"
+            )
         )
         rollouts = {
             (prompt_ids[key], response.policy, sha256_text(response.text)): response.text

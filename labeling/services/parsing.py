@@ -6,6 +6,7 @@ Accepted shapes (one JSON object per line):
 `prompt` is a string or a chat: a list of {"role", "content"} messages. Optional "id" and "metadata".
 CSV: a header with `prompt` and either `response` (+ optional `policy`, `id`) or `response_1..response_n`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -178,7 +179,9 @@ def _merge_by_prompt(records: Iterable[PromptRecord]) -> list[PromptRecord]:
     return list(merged.values())
 
 
-def parse_upload(data: bytes | str, *, filename: str = "", fmt: str | None = None, max_chars: int) -> list[PromptRecord]:
+def parse_upload(
+    data: bytes | str, *, filename: str = "", fmt: str | None = None, max_chars: int
+) -> list[PromptRecord]:
     """Parse a whole upload or raise ImportRejected listing every bad line (nothing is written)."""
     if isinstance(data, bytes):
         try:

@@ -10,6 +10,7 @@ Correctness is enforced by the database, not by Python checks:
 On Postgres the candidate row is picked `FOR UPDATE SKIP LOCKED`, so concurrent annotators spread
 over different tasks instead of queueing on one row.
 """
+
 from __future__ import annotations
 
 import random
@@ -166,7 +167,12 @@ def _take_one(
         return None, False
     rollout_ids = list(TaskRollout.objects.filter(task_id=candidate).values_list("rollout_id", flat=True))
     rng.shuffle(rollout_ids)
-    lease = {"display_order": rollout_ids, "leased_at": now, "leased_until": now + lease_duration(), "finished_at": None}
+    lease = {
+        "display_order": rollout_ids,
+        "leased_at": now,
+        "leased_until": now + lease_duration(),
+        "finished_at": None,
+    }
     # UNIQUE(task, annotator): a task whose earlier lease lapsed is re-leased on the same row.
     if Assignment.objects.filter(task_id=candidate, annotator=annotator, status=Assignment.Status.EXPIRED).update(
         status=Assignment.Status.LEASED, **lease

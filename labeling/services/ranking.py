@@ -1,4 +1,5 @@
 """Submitting a ranking: validated against what was shown, idempotent per assignment."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -9,8 +10,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 
 from labeling.models import Assignment, Ranking, RankingTask
-from labeling.services.errors import RankingRejected
 from labeling.services import queue
+from labeling.services.errors import RankingRejected
 
 FLAG_REASONS = frozenset(Ranking.FlagReason.values)
 # Longer than any real task; a client reporting more is clamped, not rejected.
@@ -45,7 +46,9 @@ def normalize_tiers(tiers: Sequence[Sequence[int]], shown: Sequence[int]) -> lis
         problems.append(f"ranked more than once: {repeated}")
     if problems:
         raise RankingRejected(
-            f"The ranking must be a permutation of the shown rollouts {sorted(shown_set)}; " + "; ".join(problems) + ".",
+            f"The ranking must be a permutation of the shown rollouts {sorted(shown_set)}; "
+            + "; ".join(problems)
+            + ".",
             code="not_a_permutation",
         )
     return [list(tier) for tier in tiers]

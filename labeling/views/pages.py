@@ -3,6 +3,7 @@
 One template per page with its partial in partials/; an htmx request gets the partial only, a plain request
 the full page, so every link and form also works without JavaScript.
 """
+
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required, user_passes_test
@@ -10,7 +11,6 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from labeling import roles
 from labeling.forms import tiers_from_ranks
@@ -53,7 +53,9 @@ def _task_context(request: HttpRequest, prompt_set: PromptSet, assignment: Assig
     }
 
 
-def _render_task(request: HttpRequest, prompt_set: PromptSet, assignment: Assignment | None, *, error: str = "", status: int = 200) -> HttpResponse:
+def _render_task(
+    request: HttpRequest, prompt_set: PromptSet, assignment: Assignment | None, *, error: str = "", status: int = 200
+) -> HttpResponse:
     template = "labeling/partials/task.html" if request.htmx else "labeling/rank.html"
     return render(request, template, _task_context(request, prompt_set, assignment, error), status=status)
 

@@ -4,6 +4,7 @@ The app runs in pytest-django's `live_server` thread against the test database; 
 it gets `transactional_db`, so what the test writes is committed and visible to the server, and the
 tables are flushed afterwards.
 """
+
 from __future__ import annotations
 
 import os

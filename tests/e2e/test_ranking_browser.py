@@ -1,4 +1,5 @@
 """An annotator ranks tasks in a real browser: keyboard only, next task swapped in by htmx, rankings stored."""
+
 from __future__ import annotations
 
 import random

@@ -5,6 +5,7 @@ Three detectors, each shown to fire by a negative control at the end:
 - no request goes to the payloads' image URL (an `<img src=...>` that became an element fetches it);
 - the task holds no <script>/<img>/on* element (the payload text did not become DOM).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ from labeling.services.importing import import_file
 from tests.factories import AnnotatorFactory, PromptSetFactory
 
 pytestmark = [pytest.mark.e2e]
-
 
 
 def script(n: int) -> str:

@@ -1,4 +1,5 @@
 """The labeling API: next task, submit (idempotent, with 400s that say why), prompt sets, import, schema."""
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,10 @@ def test_a_valid_submit_is_stored_with_ties_and_flags(api):
     prompt_set = prompt_set_with_tasks(n_prompts=1, rollouts_per_task=3)
     task = take(api, prompt_set)
     a, b, c = (r["id"] for r in task["rollouts"])
-    response = submit(api, {"assignment": task["assignment"], "ranking": [b, [a, c]], "flags": {str(c): "broken"}, "time_spent_ms": 1234})
+    response = submit(
+        api,
+        {"assignment": task["assignment"], "ranking": [b, [a, c]], "flags": {str(c): "broken"}, "time_spent_ms": 1234},
+    )
     assert response.status_code == 201, response.content
     ranking = Ranking.objects.get()
     assert ranking.tiers == [[b], [a, c]]
@@ -101,9 +105,9 @@ def test_a_retry_storm_stores_exactly_one_ranking():
     "mangle, code, words",
     [
         (lambda ids: ids[:-1], "not_a_permutation", "missing"),
-        (lambda ids: ids + [ids[0]], "not_a_permutation", "more than once"),
-        (lambda ids: ids[:-1] + [999999], "not_a_permutation", "not shown"),
-        (lambda ids: [[]] + ids, "malformed_ranking", "non-empty"),
+        (lambda ids: [*ids, ids[0]], "not_a_permutation", "more than once"),
+        (lambda ids: [*ids[:-1], 999999], "not_a_permutation", "not shown"),
+        (lambda ids: [[], *ids], "malformed_ranking", "non-empty"),
         (lambda ids: ["one", *ids[1:]], "malformed_ranking", "integers"),
     ],
     ids=["missing", "repeated", "foreign", "empty-tier", "not-an-id"],
@@ -199,7 +203,11 @@ def test_import_through_the_api_reports_counts(admin_api):
     response = admin_api.post(f"/api/prompt-sets/{prompt_set.pk}/import/", {"content": content}, format="json")
     assert response.status_code == 201, response.content
     assert response.json() == {
-        "prompts_created": 1, "prompts_existing": 0, "rollouts_created": 2, "rollouts_existing": 0, "tasks_created": 1,
+        "prompts_created": 1,
+        "prompts_existing": 0,
+        "rollouts_created": 2,
+        "rollouts_existing": 0,
+        "tasks_created": 1,
     }
 
 

@@ -4,6 +4,7 @@ The hammer runs on whatever database the settings name (Postgres in the suite). 
 re-runs this same file in a child pytest whose DATABASE_URL points at a SQLite file, because a
 Django process talks to one default database.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,7 +59,7 @@ def hammer(prompt_set, annotators, *, seed: int, lease_seconds: float) -> list[B
                 submit_ranking(annotator=annotator, assignment_id=assignment.pk, tiers=order)
                 if roll < 0.25:  # a client retry
                     submit_ranking(annotator=annotator, assignment_id=assignment.pk, tiers=order)
-        except BaseException as error:  # noqa: BLE001 - reported to the main thread
+        except BaseException as error:
             errors.append(error)
         finally:
             connection.close()
@@ -105,9 +106,21 @@ def test_the_same_invariants_hold_on_sqlite(tmp_path):
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'queue.sqlite3'}"}
     import_tests = Path(__file__).with_name("test_import.py")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         f"{__file__}::test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task", str(import_tests)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{__file__}::test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task",
+            str(import_tests),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " failed" not in result.stdout and " passed" in result.stdout

@@ -1,13 +1,14 @@
 """Importing prompts with rollouts: every shape accepted, a bad file rejected whole, re-imports add nothing."""
+
 from __future__ import annotations
 
 import json
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.test import override_settings
-from django.conf import settings
 
 from labeling.models import Prompt, RankingTask, Rollout
 from labeling.services.errors import ImportRejected
@@ -30,7 +31,10 @@ def test_grouped_jsonl_creates_prompts_rollouts_and_tasks():
     prompt_set = PromptSetFactory(rollouts_per_task=2)
     report = import_file(
         prompt_set=prompt_set,
-        data=jsonl({"prompt": "2+2?", "responses": ["4", "5"], "policy": "v1"}, {"prompt": "Hi", "responses": ["Hello", {"text": "Yo", "policy": "v2"}]}),
+        data=jsonl(
+            {"prompt": "2+2?", "responses": ["4", "5"], "policy": "v1"},
+            {"prompt": "Hi", "responses": ["Hello", {"text": "Yo", "policy": "v2"}]},
+        ),
     )
     assert (report.prompts_created, report.rollouts_created, report.tasks_created) == (2, 4, 2)
     assert sorted(Rollout.objects.values_list("policy", flat=True)) == ["", "v1", "v1", "v2"]
@@ -107,12 +111,25 @@ def test_new_rollouts_for_a_known_prompt_form_new_tasks():
         ('{"prompt": "", "responses": ["a", "b"]}', "'prompt' is empty"),
         ('{"prompt": [{"role": "robot", "content": "x"}], "responses": ["a", "b"]}', "unknown role"),
     ],
-    ids=["json", "not-object", "no-prompt", "prompt-type", "responses-type", "too-few", "response-type", "no-responses", "empty", "role"],
+    ids=[
+        "json",
+        "not-object",
+        "no-prompt",
+        "prompt-type",
+        "responses-type",
+        "too-few",
+        "response-type",
+        "no-responses",
+        "empty",
+        "role",
+    ],
 )
 def test_a_file_with_one_bad_line_is_rejected_whole_naming_the_line(bad_line, reason):
     """Good lines around a bad one are not imported; the error gives the line number and the reason."""
     prompt_set = PromptSetFactory(rollouts_per_task=2)
-    data = jsonl({"prompt": "fine", "responses": ["a", "b"]}, bad_line, {"prompt": "also fine", "responses": ["c", "d"]})
+    data = jsonl(
+        {"prompt": "fine", "responses": ["a", "b"]}, bad_line, {"prompt": "also fine", "responses": ["c", "d"]}
+    )
     with pytest.raises(ImportRejected) as rejected:
         import_file(prompt_set=prompt_set, data=data)
     assert rejected.value.errors[0][0] == 2
@@ -125,9 +142,11 @@ def test_oversize_text_is_rejected_with_its_size():
     """Texts over the configured limit are refused, with the limit in the message."""
     prompt_set = PromptSetFactory(rollouts_per_task=2)
     limit = settings.PREFLOOP["MAX_TEXT_CHARS"]
-    with override_settings(PREFLOOP={**settings.PREFLOOP, "MAX_TEXT_CHARS": 10}):
-        with pytest.raises(ImportRejected) as rejected:
-            import_file(prompt_set=prompt_set, data=jsonl({"prompt": "Q", "responses": ["short", "x" * 11]}))
+    with (
+        override_settings(PREFLOOP={**settings.PREFLOOP, "MAX_TEXT_CHARS": 10}),
+        pytest.raises(ImportRejected) as rejected,
+    ):
+        import_file(prompt_set=prompt_set, data=jsonl({"prompt": "Q", "responses": ["short", "x" * 11]}))
     assert "over the limit of 10" in rejected.value.errors[0][1]
     assert limit > 10 and nothing_written()
 
@@ -144,7 +163,12 @@ def test_a_one_rollout_per_line_prompt_with_a_single_response_is_rejected():
     """Grouped by prompt, a prompt with one response cannot be ranked."""
     prompt_set = PromptSetFactory()
     with pytest.raises(ImportRejected) as rejected:
-        import_file(prompt_set=prompt_set, data=jsonl({"prompt": "A", "response": "x"}, {"prompt": "B", "response": "y"}, {"prompt": "B", "response": "z"}))
+        import_file(
+            prompt_set=prompt_set,
+            data=jsonl(
+                {"prompt": "A", "response": "x"}, {"prompt": "B", "response": "y"}, {"prompt": "B", "response": "z"}
+            ),
+        )
     assert rejected.value.errors == [(1, "too few responses for this prompt: 1 distinct (need at least 2 to rank)")]
     assert nothing_written()
 

@@ -1,4 +1,5 @@
 """The annotator pages and roles: htmx partials, plain-form fallback, escaped rollouts, access rules."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,7 +37,9 @@ def test_an_htmx_submit_returns_the_next_task_partial(logged_in, annotator):
     prompt_set = prompt_set_with_tasks(n_prompts=2)
     logged_in.get(f"/label/sets/{prompt_set.pk}/")
     first = Assignment.objects.get(annotator=annotator)
-    response = logged_in.post(f"/label/assignments/{first.pk}/submit/", {**ranks_for(first), "time_spent_ms": "900"}, HTTP_HX_REQUEST="true")
+    response = logged_in.post(
+        f"/label/assignments/{first.pk}/submit/", {**ranks_for(first), "time_spent_ms": "900"}, HTTP_HX_REQUEST="true"
+    )
     assert response.status_code == 200
     html = response.content.decode()
     assert "<html" not in html and 'id="task"' in html
@@ -52,7 +55,10 @@ def test_equal_ranks_are_stored_as_a_tie(logged_in, annotator):
     logged_in.get(f"/label/sets/{prompt_set.pk}/")
     a = Assignment.objects.get(annotator=annotator)
     x, y, z = a.display_order
-    logged_in.post(f"/label/assignments/{a.pk}/submit/", {f"rank_{x}": "2", f"rank_{y}": "1", f"rank_{z}": "2", f"flag_{z}": "harmful"})
+    logged_in.post(
+        f"/label/assignments/{a.pk}/submit/",
+        {f"rank_{x}": "2", f"rank_{y}": "1", f"rank_{z}": "2", f"flag_{z}": "harmful"},
+    )
     ranking = Ranking.objects.get()
     assert ranking.tiers == [[y], [x, z]] and ranking.flags == {str(z): "harmful"}
 
@@ -71,7 +77,9 @@ def test_an_incomplete_ranking_comes_back_with_a_400_naming_the_missing_response
     prompt_set = prompt_set_with_tasks(n_prompts=1, rollouts_per_task=3)
     logged_in.get(f"/label/sets/{prompt_set.pk}/")
     a = Assignment.objects.get(annotator=annotator)
-    response = logged_in.post(f"/label/assignments/{a.pk}/submit/", {f"rank_{a.display_order[0]}": "1"}, HTTP_HX_REQUEST="true")
+    response = logged_in.post(
+        f"/label/assignments/{a.pk}/submit/", {f"rank_{a.display_order[0]}": "1"}, HTTP_HX_REQUEST="true"
+    )
     assert response.status_code == 400
     assert "no rank yet: 2, 3" in response.content.decode()
     assert not Ranking.objects.exists()
@@ -80,7 +88,10 @@ def test_an_incomplete_ranking_comes_back_with_a_400_naming_the_missing_response
 def test_rollout_text_is_escaped(logged_in):
     """Model output is untrusted: a script tag arrives as text, never as markup."""
     prompt_set = PromptSetFactory(rollouts_per_task=2)
-    import_file(prompt_set=prompt_set, data='{"prompt": "<b>hi</b>", "responses": ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>"]}\n')
+    import_file(
+        prompt_set=prompt_set,
+        data='{"prompt": "<b>hi</b>", "responses": ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>"]}\n',
+    )
     html = logged_in.get(f"/label/sets/{prompt_set.pk}/").content.decode()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(2)&gt;" in html

@@ -1,4 +1,5 @@
 """The queue hands out tasks within their overlap, once per annotator, and recovers abandoned leases."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -133,7 +134,11 @@ def test_the_schema_refuses_a_second_assignment_of_one_task_to_one_annotator():
     rank_it(first)
     with pytest.raises(IntegrityError), transaction.atomic():
         Assignment.objects.create(
-            task=first.task, annotator=annotator, display_order=[], leased_at=timezone.now(), leased_until=timezone.now()
+            task=first.task,
+            annotator=annotator,
+            display_order=[],
+            leased_at=timezone.now(),
+            leased_until=timezone.now(),
         )
 
 

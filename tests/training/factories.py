@@ -1,4 +1,5 @@
 """Rankings made through the real services, for export and training tests."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,16 @@ from labeling.services.ranking import submit_ranking
 from tests.factories import AnnotatorFactory, PromptSetFactory
 
 
-def ranked_prompt_set(*, n_prompts: int = 6, k: int = 3, overlap: int = 2, seed: int = 0, prefer=len, name: str | None = None) -> PromptSet:
+def ranked_prompt_set(
+    *, n_prompts: int = 6, k: int = 3, overlap: int = 2, seed: int = 0, prefer=len, name: str | None = None
+) -> PromptSet:
     """A set whose every task was ranked by `overlap` annotators, preferring higher `prefer(text)`."""
     rng = random.Random(seed)
     prompt_set = PromptSetFactory(rollouts_per_task=k, overlap=overlap, **({"name": name} if name else {}))
     lines = [
-        json.dumps({"prompt": f"Question {i}?", "responses": [f"answer {i}" + " more" * j for j in range(k)], "policy": "p0"})
+        json.dumps(
+            {"prompt": f"Question {i}?", "responses": [f"answer {i}" + " more" * j for j in range(k)], "policy": "p0"}
+        )
         for i in range(n_prompts)
     ]
     import_file(prompt_set=prompt_set, data="\n".join(lines))

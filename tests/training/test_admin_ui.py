@@ -530,7 +530,8 @@ _RENDER_PAGES = textwrap.dedent(
     client = Client()
     client.force_login(get_user_model().objects.get(pk=int(sys.argv[1])))
     statuses = {url: client.get(url).status_code for url in sys.argv[2:]}
-    heavy = sorted(name for name in ("torch", "transformers", "trl", "datasets", "peft", "accelerate") if name in sys.modules)
+    heavy_modules = ("torch", "transformers", "trl", "datasets", "peft", "accelerate")
+    heavy = sorted(name for name in heavy_modules if name in sys.modules)
     print(json.dumps({"statuses": statuses, "heavy": heavy}))
     """
 )
@@ -584,7 +585,16 @@ def test_a_prompt_set_is_refreshed_by_hand_from_the_admin(staff_client):
 
     prompt_set = PromptSetFactory()
     policy = ModelVersion.objects.create(name="pol", kind=ModelVersion.Kind.POLICY, path="org/model")
-    form = {"policy": policy.pk, "prompt_set": prompt_set.pk, "n_samples": 2, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 16, "seed": 3, "compare_with": ""}
+    form = {
+        "policy": policy.pk,
+        "prompt_set": prompt_set.pk,
+        "n_samples": 2,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_new_tokens": 16,
+        "seed": 3,
+        "compare_with": "",
+    }
     bad = staff_client.post("/admin/training/generationrun/add/", {**form, "n_samples": 0})
     assert bad.status_code == 400 and not GenerationRun.objects.exists()
     response = staff_client.post("/admin/training/generationrun/add/", form)

@@ -1,12 +1,13 @@
 """The training API: export and download versions, start runs (bad configs refused), cancel, list models."""
+
 from __future__ import annotations
 
 import pytest
 
-from training.models import DatasetVersion, TrainingRun
 from tests.conftest import token_client
 from tests.factories import AdminFactory
 from tests.training.factories import ranked_prompt_set
+from training.models import DatasetVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +41,9 @@ def test_researchers_cannot_import_into_prompt_sets(researcher_api):
     """Importing is an admin's job: staff status alone does not grant it."""
     from tests.factories import PromptSetFactory
 
-    response = researcher_api.post(f"/api/prompt-sets/{PromptSetFactory().pk}/import/", {"content": "{}"}, format="json")
+    response = researcher_api.post(
+        f"/api/prompt-sets/{PromptSetFactory().pk}/import/", {"content": "{}"}, format="json"
+    )
     assert response.status_code == 403
 
 
@@ -53,7 +56,9 @@ def test_staff_outside_the_researchers_group_cannot_train():
 
 
 def export(api, prompt_set, **extra):
-    return api.post("/api/dataset-versions/", {"prompt_sets": [prompt_set.pk], "test_fraction": 0.25, **extra}, format="json")
+    return api.post(
+        "/api/dataset-versions/", {"prompt_sets": [prompt_set.pk], "test_fraction": 0.25, **extra}, format="json"
+    )
 
 
 def test_export_through_the_api_is_idempotent(researcher_api):
@@ -88,11 +93,15 @@ def test_a_run_with_a_bad_config_is_refused_at_the_api(researcher_api):
     """The 400 names the field; no run is created, nothing reaches a worker."""
     version_id = export(researcher_api, ranked_prompt_set(n_prompts=6)).json()["id"]
     response = researcher_api.post(
-        "/api/runs/", {"kind": "dpo", "dataset_version": version_id, "base_model": "org/model", "config": {"beta": -1}}, format="json"
+        "/api/runs/",
+        {"kind": "dpo", "dataset_version": version_id, "base_model": "org/model", "config": {"beta": -1}},
+        format="json",
     )
     assert response.status_code == 400 and "beta" in str(response.json())
     unknown = researcher_api.post(
-        "/api/runs/", {"kind": "reward", "dataset_version": version_id, "base_model": "org/model", "config": {"learning_rat": 1}}, format="json"
+        "/api/runs/",
+        {"kind": "reward", "dataset_version": version_id, "base_model": "org/model", "config": {"learning_rat": 1}},
+        format="json",
     )
     assert unknown.status_code == 400 and "learning_rat" in str(unknown.json())
     assert not TrainingRun.objects.exists()
@@ -105,7 +114,9 @@ def test_a_valid_run_is_queued_and_can_be_cancelled(researcher_api):
     """
     version_id = export(researcher_api, ranked_prompt_set(n_prompts=6)).json()["id"]
     response = researcher_api.post(
-        "/api/runs/", {"kind": "reward", "dataset_version": version_id, "base_model": "org/model", "config": {"max_steps": 3}}, format="json"
+        "/api/runs/",
+        {"kind": "reward", "dataset_version": version_id, "base_model": "org/model", "config": {"max_steps": 3}},
+        format="json",
     )
     assert response.status_code == 201 and response.json()["status"] == "queued"
     cancelled = researcher_api.post(f"/api/runs/{response.json()['id']}/cancel/")

@@ -1,12 +1,13 @@
 """Scheduled export + train, and the refresh that follows a scheduled DPO run."""
+
 from __future__ import annotations
 
 import pytest
 
+from tests.training.factories import ranked_prompt_set
 from training.models import AutoTrainPolicy, DatasetVersion, GenerationRun, ModelVersion, TrainingRun
 from training.services.autotrain import auto_train_tick
 from training.services.runs import execute_run
-from tests.training.factories import ranked_prompt_set
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +36,14 @@ def test_nothing_trains_until_enough_new_rankings_arrived():
 def test_a_tick_exports_and_queues_a_run_once_per_batch_of_new_rankings():
     """At the threshold: one version, one scheduled run; the next tick waits for new rankings."""
     prompt_set = ranked_prompt_set(n_prompts=6, overlap=1)
-    AutoTrainPolicy.objects.create(prompt_set=prompt_set, enabled=True, min_new_rankings=6, kind="reward", base_model="org/model", config={"max_steps": 2})
+    AutoTrainPolicy.objects.create(
+        prompt_set=prompt_set,
+        enabled=True,
+        min_new_rankings=6,
+        kind="reward",
+        base_model="org/model",
+        config={"max_steps": 2},
+    )
     (run,) = auto_train_tick()
     assert (run.kind, run.trigger, run.status, run.config["max_steps"]) == ("reward", "schedule", "queued", 2)
     assert AutoTrainPolicy.objects.get().last_dataset_version == run.dataset_version
@@ -47,13 +55,22 @@ def test_a_finished_scheduled_dpo_run_refreshes_the_prompt_set(tiny_base):
     """The new policy is queued to generate for the set (its rollouts will be ranked against the old ones)."""
     prompt_set = ranked_prompt_set(n_prompts=8, overlap=1)
     AutoTrainPolicy.objects.create(
-        prompt_set=prompt_set, enabled=True, min_new_rankings=1, kind="dpo", base_model=str(tiny_base), config={"max_steps": 2, "per_device_batch_size": 4}
+        prompt_set=prompt_set,
+        enabled=True,
+        min_new_rankings=1,
+        kind="dpo",
+        base_model=str(tiny_base),
+        config={"max_steps": 2, "per_device_batch_size": 4},
     )
     (run,) = auto_train_tick()
     run = execute_run(run.pk)
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     generation = GenerationRun.objects.get()
-    assert (generation.policy, generation.prompt_set, generation.trigger) == (ModelVersion.objects.get(run=run), prompt_set, "schedule")
+    assert (generation.policy, generation.prompt_set, generation.trigger) == (
+        ModelVersion.objects.get(run=run),
+        prompt_set,
+        "schedule",
+    )
 
 
 def test_new_rankings_that_add_no_pairs_do_not_retrain_the_same_data():
@@ -67,7 +84,9 @@ def test_new_rankings_that_add_no_pairs_do_not_retrain_the_same_data():
     prompt_set.overlap = 2
     prompt_set.save()
     prompt_set.tasks.update(overlap=2, status="open")
-    AutoTrainPolicy.objects.create(prompt_set=prompt_set, enabled=True, min_new_rankings=4, kind="reward", base_model="org/model")
+    AutoTrainPolicy.objects.create(
+        prompt_set=prompt_set, enabled=True, min_new_rankings=4, kind="reward", base_model="org/model"
+    )
     assert len(auto_train_tick()) == 1
     late = AnnotatorFactory()
     while (assignment := next_task_for(late, prompt_set=prompt_set)) is not None:

@@ -1,4 +1,5 @@
 """Exporting rankings: pairs by documented rules, deterministic and immutable versions, TRL-loadable files."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from labeling.models import Ranking
+from tests.training.factories import ranked_prompt_set
 from training.models import DatasetVersion
 from training.services.export import ExportError, ExportOptions, collect_pairs, export_dataset, ranking_pairs
-from tests.training.factories import ranked_prompt_set
 
 pytestmark = pytest.mark.django_db
 
@@ -25,8 +26,15 @@ def opts(**kwargs) -> ExportOptions:
 
 def test_a_ranking_expands_into_every_better_worse_pair():
     """Three tiers give the three pairs across them; a tie gives none by default."""
-    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={}, options=opts())) == [(1, 2, False), (1, 3, False), (2, 3, False)]
-    assert sorted(ranking_pairs([[1, 2], [3]], all_bad=False, flags={}, options=opts())) == [(1, 3, False), (2, 3, False)]
+    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={}, options=opts())) == [
+        (1, 2, False),
+        (1, 3, False),
+        (2, 3, False),
+    ]
+    assert sorted(ranking_pairs([[1, 2], [3]], all_bad=False, flags={}, options=opts())) == [
+        (1, 3, False),
+        (2, 3, False),
+    ]
 
 
 def test_ties_can_be_kept_as_marked_rows():
@@ -43,9 +51,17 @@ def test_all_bad_rankings_give_no_pairs_unless_kept():
 
 def test_a_flagged_rollout_is_never_chosen():
     """By default a flagged rollout still loses, but never wins; 'exclude' drops it entirely."""
-    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={"1": "harmful"}, options=opts())) == [(2, 3, False)]
-    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={"3": "broken"}, options=opts())) == [(1, 2, False), (1, 3, False), (2, 3, False)]
-    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={"2": "broken"}, options=opts(flagged="exclude"))) == [(1, 3, False)]
+    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={"1": "harmful"}, options=opts())) == [
+        (2, 3, False)
+    ]
+    assert sorted(ranking_pairs([[1], [2], [3]], all_bad=False, flags={"3": "broken"}, options=opts())) == [
+        (1, 2, False),
+        (1, 3, False),
+        (2, 3, False),
+    ]
+    assert sorted(
+        ranking_pairs([[1], [2], [3]], all_bad=False, flags={"2": "broken"}, options=opts(flagged="exclude"))
+    ) == [(1, 3, False)]
 
 
 def test_majority_aggregation_keeps_one_row_per_pair_with_the_vote_margin():
@@ -88,7 +104,9 @@ def test_the_split_is_by_prompt():
 
     prompt_set = ranked_prompt_set(n_prompts=12, k=3, overlap=1)
     version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.3)).version
-    splits = {s: set(datasets.Dataset.from_parquet(f"{version.path}/{s}.parquet")["prompt_id"]) for s in ("train", "test")}
+    splits = {
+        s: set(datasets.Dataset.from_parquet(f"{version.path}/{s}.parquet")["prompt_id"]) for s in ("train", "test")
+    }
     assert splits["train"] and splits["test"] and not splits["train"] & splits["test"]
 
 
@@ -151,7 +169,9 @@ def test_marked_tie_rows_are_exported_but_never_trained_on():
     for ranking in Ranking.objects.all():
         ranking.tiers = [ranking.tiers[0] + ranking.tiers[1], ranking.tiers[2]]  # the top two tied
         ranking.save()
-    version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), ties="mark", test_fraction=0.0)).version
+    version = export_dataset(
+        options=ExportOptions(prompt_set_ids=(prompt_set.pk,), ties="mark", test_fraction=0.0)
+    ).version
     rows = datasets.Dataset.from_parquet(f"{version.path}/train.parquet")
     assert sum(rows["tie"]) == 6 and len(rows) == 18
     assert len(load_preference_splits(version.path)["train"]) == 12

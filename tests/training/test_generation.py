@@ -1,4 +1,5 @@
 """Generation: a policy's samples enter the queue all at once, duplicates collapse, tasks mix new and old."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import pytest
 from labeling.models import RankingTask, Rollout
 from labeling.services.importing import import_file
 from labeling.services.task_builder import mixed_groups
+from tests.factories import PromptSetFactory
 from training.models import GenerationRun, ModelVersion
 from training.services import generation
 from training.services.generation import execute_generation, start_generation
-from tests.factories import PromptSetFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -34,15 +35,22 @@ def old_and_new(tiny_policy_dir):
     old = ModelVersion.objects.create(name="old", kind=ModelVersion.Kind.POLICY, path="/nowhere")
     new = ModelVersion.objects.create(name="new", kind=ModelVersion.Kind.POLICY, path=str(tiny_policy_dir), parent=old)
     prompt_set = PromptSetFactory(rollouts_per_task=4, overlap=1)
-    lines = [json.dumps({"prompt": f"Tell me about {topic}.\n", "responses": [f"{topic} one", f"{topic} two"], "policy": "old"}) for topic in ("rain", "bread", "trains")]
+    lines = [
+        json.dumps(
+            {"prompt": f"Tell me about {topic}.\n", "responses": [f"{topic} one", f"{topic} two"], "policy": "old"}
+        )
+        for topic in ("rain", "bread", "trains")
+    ]
     import_file(prompt_set=prompt_set, data="\n".join(lines))
     return prompt_set, old, new
 
 
 def test_a_generation_run_adds_rollouts_and_mixed_tasks_in_a_new_round(old_and_new):
     """Each new task holds the new policy's samples beside the old policy's rollouts."""
-    prompt_set, old, new = old_and_new
-    run = start_generation(policy=new, prompt_set=prompt_set, settings={"n_samples": 2, "max_new_tokens": 8, "seed": 1}, dispatch=False)
+    prompt_set, _old, new = old_and_new
+    run = start_generation(
+        policy=new, prompt_set=prompt_set, settings={"n_samples": 2, "max_new_tokens": 8, "seed": 1}, dispatch=False
+    )
     assert run.compare_with == "old"
     run = execute_generation(run.pk)
     assert run.status == GenerationRun.Status.SUCCEEDED, run.error
@@ -59,7 +67,14 @@ def test_a_generation_run_adds_rollouts_and_mixed_tasks_in_a_new_round(old_and_n
 def test_greedy_duplicates_collapse_into_one_rollout(old_and_new):
     """Temperature 0 gives identical samples: one rollout per prompt, the rest counted as collapsed."""
     prompt_set, _, new = old_and_new
-    run = execute_generation(start_generation(policy=new, prompt_set=prompt_set, settings={"n_samples": 4, "temperature": 0.0, "max_new_tokens": 6}, dispatch=False).pk)
+    run = execute_generation(
+        start_generation(
+            policy=new,
+            prompt_set=prompt_set,
+            settings={"n_samples": 4, "temperature": 0.0, "max_new_tokens": 6},
+            dispatch=False,
+        ).pk
+    )
     assert run.status == GenerationRun.Status.SUCCEEDED, run.error
     assert (run.rollouts_created, run.duplicates_collapsed) == (3, 9)
     assert Rollout.objects.filter(policy="new").count() == 3
@@ -74,7 +89,11 @@ def test_a_generation_that_fails_while_writing_leaves_nothing_behind(old_and_new
         raise RuntimeError("disk full while building tasks")
 
     monkeypatch.setattr(generation, "build_mixed_tasks", broken)
-    run = execute_generation(start_generation(policy=new, prompt_set=prompt_set, settings={"n_samples": 2, "max_new_tokens": 6}, dispatch=False).pk)
+    run = execute_generation(
+        start_generation(
+            policy=new, prompt_set=prompt_set, settings={"n_samples": 2, "max_new_tokens": 6}, dispatch=False
+        ).pk
+    )
     assert run.status == GenerationRun.Status.FAILED and "disk full" in run.error
     assert (Rollout.objects.count(), RankingTask.objects.count()) == before
 

@@ -1,4 +1,5 @@
 """One turn of the whole loop on CPU: the DPO policy wins more human comparisons than the policy it came from."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,9 @@ def test_one_round_of_the_loop_improves_the_policy_by_human_judgement(settings, 
     assert set(ModelVersion.objects.values_list("kind", flat=True)) == {"policy", "reward"}
     assert GenerationRun.objects.get().status == GenerationRun.Status.SUCCEEDED
     round1 = RankingTask.objects.filter(prompt_set_id=report.prompt_set, round=1)
-    assert round1.exists() and all({*t.rollouts.values_list("policy", flat=True)} == {report.new_policy, report.base_policy} for t in round1)
+    assert round1.exists() and all(
+        {*t.rollouts.values_list("policy", flat=True)} == {report.new_policy, report.base_policy} for t in round1
+    )
     assert Rollout.objects.filter(policy=report.new_policy).exists()
 
     # What the loop is for: the new policy writes what annotators prefer, and they say so.
@@ -32,9 +35,10 @@ def test_one_round_of_the_loop_improves_the_policy_by_human_judgement(settings, 
     assert any("human win rate" in line and "95% CI" in line for line in lines)
 
     # Researchers see both judges on the win-rate page; annotators do not get in.
-    from tests.factories import AnnotatorFactory, UserFactory
-    from labeling.roles import RESEARCHERS
     from django.contrib.auth.models import Group
+
+    from labeling.roles import RESEARCHERS
+    from tests.factories import AnnotatorFactory, UserFactory
 
     researcher = UserFactory()
     researcher.groups.add(Group.objects.get_or_create(name=RESEARCHERS)[0])

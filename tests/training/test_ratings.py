@@ -1,4 +1,5 @@
 """Rating maths against known cases: Bradley–Terry recovers known strengths; intervals cover them."""
+
 from __future__ import annotations
 
 import random

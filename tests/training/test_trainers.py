@@ -373,7 +373,9 @@ def test_tiny_model_is_deterministic_given_its_seed(tmp_path):
     assert not torch.equal(first["transformer.h.0.attn.c_attn.weight"], other["transformer.h.0.attn.c_attn.weight"])
 
 
-def test_an_sft_term_keeps_dpo_from_pushing_the_chosen_answers_down(dpo_run, tiny_base_model, standard_dataset, tmp_path):
+def test_an_sft_term_keeps_dpo_from_pushing_the_chosen_answers_down(
+    dpo_run, tiny_base_model, standard_dataset, tmp_path
+):
     """With sft_weight (RPO) the chosen answers end more likely than under pure DPO, and the margin still widens."""
     rpo = train_dpo(
         dataset_path=standard_dataset,

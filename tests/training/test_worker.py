@@ -1,4 +1,5 @@
 """Runs on a real Celery worker (Redis broker, Postgres): success registers a model; SIGKILL leaves a FAILED run."""
+
 from __future__ import annotations
 
 import os
@@ -7,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.factories import ranked_prompt_set
+from tests.training.worker import celery_worker, wait_for
 from training.models import ModelVersion, TrainingRun
 from training.services.export import ExportOptions, export_dataset
 from training.services.runs import reap_stale_runs, start_run
-from tests.training.factories import ranked_prompt_set
-from tests.training.worker import celery_worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -40,15 +41,27 @@ def fresh(run: TrainingRun) -> TrainingRun:
     return run
 
 
-def test_a_run_started_from_the_admin_form_runs_on_a_real_worker_and_registers_its_model(data_dir, dataset_version, tiny_base, client):
+def test_a_run_started_from_the_admin_form_runs_on_a_real_worker_and_registers_its_model(
+    data_dir, dataset_version, tiny_base, client
+):
     """Admin form → queued → running on the worker → succeeded, with progress, metrics and one ModelVersion."""
     from tests.factories import AdminFactory
 
     client.force_login(AdminFactory())
     form = {
-        "kind": "dpo", "config_kind": "dpo", "dataset_version": dataset_version.pk, "base_model": str(tiny_base),
-        "parent_model": "", "learning_rate": "0.001", "max_steps": "6", "num_train_epochs": "1",
-        "per_device_batch_size": "4", "max_length": "256", "seed": "1", "beta": "0.1", "advanced_config": "",
+        "kind": "dpo",
+        "config_kind": "dpo",
+        "dataset_version": dataset_version.pk,
+        "base_model": str(tiny_base),
+        "parent_model": "",
+        "learning_rate": "0.001",
+        "max_steps": "6",
+        "num_train_epochs": "1",
+        "per_device_batch_size": "4",
+        "max_length": "256",
+        "seed": "1",
+        "beta": "0.1",
+        "advanced_config": "",
     }
     with celery_worker(data_dir=data_dir):
         response = client.post("/admin/training/trainingrun/add/", form)
@@ -71,8 +84,15 @@ def test_a_worker_killed_mid_run_leaves_a_failed_run_and_no_model(data_dir, data
     """SIGKILL the worker while it trains: heartbeats stop, the reaper fails the run, nothing is registered."""
     settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT = 3
     with celery_worker(data_dir=data_dir, heartbeat_timeout=3) as worker:
-        run = start_run(kind="dpo", dataset_version=dataset_version, base_model=str(tiny_base), config={"max_steps": 100000, "per_device_batch_size": 2})
-        wait_for(lambda: fresh(run).status == TrainingRun.Status.RUNNING and run.step > 0, timeout=120, what="training steps")
+        run = start_run(
+            kind="dpo",
+            dataset_version=dataset_version,
+            base_model=str(tiny_base),
+            config={"max_steps": 100000, "per_device_batch_size": 2},
+        )
+        wait_for(
+            lambda: fresh(run).status == TrainingRun.Status.RUNNING and run.step > 0, timeout=120, what="training steps"
+        )
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
     from datetime import timedelta
@@ -94,7 +114,12 @@ def test_cancelling_a_running_run_stops_it_without_a_model(data_dir, dataset_ver
     from training.services.runs import cancel_run
 
     with celery_worker(data_dir=data_dir):
-        run = start_run(kind="reward", dataset_version=dataset_version, base_model=str(tiny_base), config={"max_steps": 100000, "per_device_batch_size": 2})
+        run = start_run(
+            kind="reward",
+            dataset_version=dataset_version,
+            base_model=str(tiny_base),
+            config={"max_steps": 100000, "per_device_batch_size": 2},
+        )
         wait_for(lambda: fresh(run).step > 0, timeout=120, what="training steps")
         cancel_run(run)
         wait_for(lambda: fresh(run).status not in TrainingRun.ACTIVE, timeout=60, what="the run to stop")

@@ -1,4 +1,5 @@
 """A real Celery worker in a child process, on the real Redis broker and the test's Postgres database."""
+
 from __future__ import annotations
 
 import os
@@ -42,11 +43,31 @@ def celery_worker(*, data_dir: Path, queues: str = "cpu", heartbeat_timeout: int
         "TOKENIZERS_PARALLELISM": "false",
         "DB_CONN_MAX_AGE": "0",
     }
-    log = open(log_path or data_dir / "worker.log", "w")
+    log = open(log_path or data_dir / "worker.log", "w")  # noqa: SIM115 - the worker writes to it until it stops
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues, "--pool", "solo", "--loglevel", "INFO",
-         "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "webapp",
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         _wait_until_ready(process)

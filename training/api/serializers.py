@@ -1,4 +1,5 @@
 """Training API serializers: input validation mirrors the admin forms; services do the work."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -27,14 +28,26 @@ class DatasetVersionOut(serializers.ModelSerializer):
 
     class Meta:
         model = DatasetVersion
-        fields = ["id", "name", "content_hash", "prompt_sets", "options", "n_rankings", "n_train", "n_test", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "content_hash",
+            "prompt_sets",
+            "options",
+            "n_rankings",
+            "n_train",
+            "n_test",
+            "created_at",
+        ]
 
 
 class RunIn(serializers.Serializer):
     kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
     dataset_version = serializers.PrimaryKeyRelatedField(queryset=DatasetVersion.objects.all())
     base_model = serializers.CharField(required=False, allow_blank=True, default="")
-    parent_model = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all(), required=False, allow_null=True)
+    parent_model = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
     config = serializers.DictField(required=False, default=dict)
 
 
@@ -44,8 +57,24 @@ class RunOut(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = [
-            "id", "kind", "status", "dataset_version", "base_model", "parent_model", "config", "queue", "device",
-            "step", "total_steps", "metrics", "history", "error", "created_at", "started_at", "finished_at", "model_version",
+            "id",
+            "kind",
+            "status",
+            "dataset_version",
+            "base_model",
+            "parent_model",
+            "config",
+            "queue",
+            "device",
+            "step",
+            "total_steps",
+            "metrics",
+            "history",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "model_version",
         ]
 
     def get_model_version(self, run: TrainingRun) -> int | None:

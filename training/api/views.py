@@ -1,4 +1,5 @@
 """Training API: export and download dataset versions, start/watch/cancel runs, list models (researchers)."""
+
 from __future__ import annotations
 
 from django.http import FileResponse, Http404
@@ -35,9 +36,17 @@ class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
         data = params.validated_data
         try:
             options = ExportOptions(
-                prompt_set_ids=tuple(data["prompt_sets"]), since=data.get("since"), until=data.get("until"),
-                annotator_ids=tuple(data["annotators"]), ties=data["ties"], all_bad=data["all_bad"], flagged=data["flagged"],
-                aggregation=data["aggregation"], format=data["format"], test_fraction=data["test_fraction"], seed=data["seed"],
+                prompt_set_ids=tuple(data["prompt_sets"]),
+                since=data.get("since"),
+                until=data.get("until"),
+                annotator_ids=tuple(data["annotators"]),
+                ties=data["ties"],
+                all_bad=data["all_bad"],
+                flagged=data["flagged"],
+                aggregation=data["aggregation"],
+                format=data["format"],
+                test_fraction=data["test_fraction"],
+                seed=data["seed"],
             )
             result = export_dataset(options=options, name=data["name"], created_by=request.user)
         except ExportError as error:
@@ -70,8 +79,13 @@ class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
         data = params.validated_data
         try:
             run = start_run(
-                kind=data["kind"], dataset_version=data["dataset_version"], config=data["config"],
-                base_model=data["base_model"], parent_model=data.get("parent_model"), created_by=request.user, trigger="api",
+                kind=data["kind"],
+                dataset_version=data["dataset_version"],
+                config=data["config"],
+                base_model=data["base_model"],
+                parent_model=data.get("parent_model"),
+                created_by=request.user,
+                trigger="api",
             )
         except RunRejected as error:
             return Response({error.field or "detail": [str(error)]}, status=status.HTTP_400_BAD_REQUEST)

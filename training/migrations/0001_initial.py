@@ -6,106 +6,227 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('labeling', '0001_initial'),
+        ("labeling", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DatasetVersion',
+            name="DatasetVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('content_hash', models.CharField(max_length=64, unique=True)),
-                ('options', models.JSONField(help_text='Everything it was built from: sets, window, annotators, rules, format.')),
-                ('path', models.CharField(help_text='Directory with train/test as Parquet and JSONL.', max_length=500)),
-                ('n_rankings', models.PositiveIntegerField()),
-                ('n_train', models.PositiveIntegerField()),
-                ('n_test', models.PositiveIntegerField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('prompt_sets', models.ManyToManyField(related_name='dataset_versions', to='labeling.promptset')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("content_hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "options",
+                    models.JSONField(
+                        help_text="Everything it was built from: sets, window, annotators, rules, format."
+                    ),
+                ),
+                ("path", models.CharField(help_text="Directory with train/test as Parquet and JSONL.", max_length=500)),
+                ("n_rankings", models.PositiveIntegerField()),
+                ("n_train", models.PositiveIntegerField()),
+                ("n_test", models.PositiveIntegerField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                ("prompt_sets", models.ManyToManyField(related_name="dataset_versions", to="labeling.promptset")),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='AutoTrainPolicy',
+            name="AutoTrainPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('enabled', models.BooleanField(default=False)),
-                ('min_new_rankings', models.PositiveIntegerField(default=100, help_text='Rankings since the last version needed to train.')),
-                ('kind', models.CharField(choices=[('reward', 'Reward model (Bradley–Terry)'), ('dpo', 'DPO')], default='dpo', max_length=8)),
-                ('base_model', models.CharField(blank=True, max_length=500)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('refresh_after_dpo', models.BooleanField(default=True, help_text='Generate new rollouts after a scheduled DPO run.')),
-                ('prompt_set', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='auto_train', to='labeling.promptset')),
-                ('last_dataset_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='training.datasetversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("enabled", models.BooleanField(default=False)),
+                (
+                    "min_new_rankings",
+                    models.PositiveIntegerField(
+                        default=100, help_text="Rankings since the last version needed to train."
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("reward", "Reward model (Bradley–Terry)"), ("dpo", "DPO")],
+                        default="dpo",
+                        max_length=8,
+                    ),
+                ),
+                ("base_model", models.CharField(blank=True, max_length=500)),
+                ("config", models.JSONField(blank=True, default=dict)),
+                (
+                    "refresh_after_dpo",
+                    models.BooleanField(default=True, help_text="Generate new rollouts after a scheduled DPO run."),
+                ),
+                (
+                    "prompt_set",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="auto_train", to="labeling.promptset"
+                    ),
+                ),
+                (
+                    "last_dataset_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="training.datasetversion",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('kind', models.CharField(choices=[('policy', 'Policy'), ('reward', 'Reward model')], max_length=8)),
-                ('path', models.CharField(help_text='Local path or hub id of the weights.', max_length=500)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('dataset_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='models', to='training.datasetversion')),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='training.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("kind", models.CharField(choices=[("policy", "Policy"), ("reward", "Reward model")], max_length=8)),
+                ("path", models.CharField(help_text="Local path or hub id of the weights.", max_length=500)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "dataset_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="models",
+                        to="training.datasetversion",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="training.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingRun',
+            name="TrainingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('reward', 'Reward model (Bradley–Terry)'), ('dpo', 'DPO')], max_length=8)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=10)),
-                ('base_model', models.CharField(blank=True, help_text='Local path or hub id (when no parent model).', max_length=500)),
-                ('config', models.JSONField(default=dict, help_text='Trainer config (validated before queueing).')),
-                ('queue', models.CharField(default='cpu', max_length=8)),
-                ('celery_task_id', models.CharField(blank=True, max_length=64)),
-                ('device', models.CharField(blank=True, max_length=200)),
-                ('step', models.PositiveIntegerField(default=0)),
-                ('total_steps', models.PositiveIntegerField(default=0)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('history', models.JSONField(blank=True, default=list, help_text='Logged points: {step, loss, eval_*...}.')),
-                ('log_tail', models.TextField(blank=True)),
-                ('error', models.TextField(blank=True)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('trigger', models.CharField(default='manual', help_text='manual | schedule | api', max_length=20)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('dataset_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='training.datasetversion')),
-                ('parent_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='training.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("reward", "Reward model (Bradley–Terry)"), ("dpo", "DPO")], max_length=8
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "base_model",
+                    models.CharField(
+                        blank=True, help_text="Local path or hub id (when no parent model).", max_length=500
+                    ),
+                ),
+                ("config", models.JSONField(default=dict, help_text="Trainer config (validated before queueing).")),
+                ("queue", models.CharField(default="cpu", max_length=8)),
+                ("celery_task_id", models.CharField(blank=True, max_length=64)),
+                ("device", models.CharField(blank=True, max_length=200)),
+                ("step", models.PositiveIntegerField(default=0)),
+                ("total_steps", models.PositiveIntegerField(default=0)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                (
+                    "history",
+                    models.JSONField(blank=True, default=list, help_text="Logged points: {step, loss, eval_*...}."),
+                ),
+                ("log_tail", models.TextField(blank=True)),
+                ("error", models.TextField(blank=True)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("trigger", models.CharField(default="manual", help_text="manual | schedule | api", max_length=20)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "dataset_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="runs", to="training.datasetversion"
+                    ),
+                ),
+                (
+                    "parent_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="training.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='run',
-            field=models.OneToOneField(blank=True, help_text='The run that produced it (empty for base models registered by hand).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='model_version', to='training.trainingrun'),
+            model_name="modelversion",
+            name="run",
+            field=models.OneToOneField(
+                blank=True,
+                help_text="The run that produced it (empty for base models registered by hand).",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="model_version",
+                to="training.trainingrun",
+            ),
         ),
         migrations.AddIndex(
-            model_name='trainingrun',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='run_status_heartbeat_idx'),
+            model_name="trainingrun",
+            index=models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx"),
         ),
         migrations.AddConstraint(
-            model_name='trainingrun',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('base_model', ''), _negated=True), ('parent_model__isnull', False), _connector='OR'), name='run_has_a_starting_model'),
+            model_name="trainingrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("base_model", ""), _negated=True), ("parent_model__isnull", False), _connector="OR"
+                ),
+                name="run_has_a_starting_model",
+            ),
         ),
     ]

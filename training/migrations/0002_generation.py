@@ -5,53 +5,100 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0001_initial'),
-        ('training', '0001_initial'),
+        ("labeling", "0001_initial"),
+        ("training", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='GenerationRun',
+            name="GenerationRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('settings', models.JSONField(help_text='n_samples, temperature, top_p, max_new_tokens, seed, batch_size, backend.')),
-                ('compare_with', models.CharField(blank=True, help_text='Policy whose rollouts the new tasks mix in.', max_length=200)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=10)),
-                ('queue', models.CharField(default='cpu', max_length=8)),
-                ('prompts_done', models.PositiveIntegerField(default=0)),
-                ('prompts_total', models.PositiveIntegerField(default=0)),
-                ('rollouts_created', models.PositiveIntegerField(default=0)),
-                ('duplicates_collapsed', models.PositiveIntegerField(default=0)),
-                ('tasks_created', models.PositiveIntegerField(default=0)),
-                ('round', models.PositiveIntegerField(default=0)),
-                ('backend', models.CharField(blank=True, max_length=10)),
-                ('device', models.CharField(blank=True, max_length=200)),
-                ('tokens_per_second', models.FloatField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('trigger', models.CharField(default='manual', max_length=20)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('policy', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='generation_runs', to='training.modelversion')),
-                ('prompt_set', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='generation_runs', to='labeling.promptset')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "settings",
+                    models.JSONField(
+                        help_text="n_samples, temperature, top_p, max_new_tokens, seed, batch_size, backend."
+                    ),
+                ),
+                (
+                    "compare_with",
+                    models.CharField(
+                        blank=True, help_text="Policy whose rollouts the new tasks mix in.", max_length=200
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("queue", models.CharField(default="cpu", max_length=8)),
+                ("prompts_done", models.PositiveIntegerField(default=0)),
+                ("prompts_total", models.PositiveIntegerField(default=0)),
+                ("rollouts_created", models.PositiveIntegerField(default=0)),
+                ("duplicates_collapsed", models.PositiveIntegerField(default=0)),
+                ("tasks_created", models.PositiveIntegerField(default=0)),
+                ("round", models.PositiveIntegerField(default=0)),
+                ("backend", models.CharField(blank=True, max_length=10)),
+                ("device", models.CharField(blank=True, max_length=200)),
+                ("tokens_per_second", models.FloatField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("trigger", models.CharField(default="manual", max_length=20)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "policy",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="generation_runs",
+                        to="training.modelversion",
+                    ),
+                ),
+                (
+                    "prompt_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="generation_runs",
+                        to="labeling.promptset",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='RolloutScore',
+            name="RolloutScore",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('score', models.FloatField()),
-                ('reward_model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='training.modelversion')),
-                ('rollout', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.rollout')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("score", models.FloatField()),
+                (
+                    "reward_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="scores", to="training.modelversion"
+                    ),
+                ),
+                (
+                    "rollout",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="labeling.rollout"
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('rollout', 'reward_model'), name='one_score_per_rollout_and_model')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("rollout", "reward_model"), name="one_score_per_rollout_and_model")
+                ],
             },
         ),
     ]

@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('training', '0002_generation'),
+        ("training", "0002_generation"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='autotrainpolicy',
-            options={'verbose_name': 'auto-train policy', 'verbose_name_plural': 'auto-train policies'},
+            name="autotrainpolicy",
+            options={"verbose_name": "auto-train policy", "verbose_name_plural": "auto-train policies"},
         ),
     ]

@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('training', '0003_autotrain_names'),
+        ("training", "0003_autotrain_names"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='autotrainpolicy',
-            name='last_ranking_id',
-            field=models.PositiveBigIntegerField(default=0, help_text='Rankings up to this id were already considered (the high-water mark).'),
+            model_name="autotrainpolicy",
+            name="last_ranking_id",
+            field=models.PositiveBigIntegerField(
+                default=0, help_text="Rankings up to this id were already considered (the high-water mark)."
+            ),
         ),
     ]

@@ -1,4 +1,5 @@
 """Scheduled export + train: per prompt set, once enough new rankings arrived (off by default)."""
+
 from __future__ import annotations
 
 import logging
@@ -45,7 +46,8 @@ def auto_train_tick() -> list[TrainingRun]:
                 continue
             try:
                 exported = export_dataset(
-                    options=ExportOptions(prompt_set_ids=(policy.prompt_set_id,)), name=f"{policy.prompt_set.name} (scheduled)"
+                    options=ExportOptions(prompt_set_ids=(policy.prompt_set_id,)),
+                    name=f"{policy.prompt_set.name} (scheduled)",
                 )
             except ExportError as error:
                 log.warning("auto-train for %s: nothing to export (%s)", policy.prompt_set, error)

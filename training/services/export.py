@@ -14,6 +14,7 @@ Rules (documented in README.md, recorded in each version's `options`):
 The train/test split is by prompt (no prompt on both sides), decided by a hash of the prompt and
 the seed, so it is deterministic and stable as data grows.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,7 +69,13 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if not self.prompt_set_ids:
             raise ExportError("Choose at least one prompt set.")
-        for name, allowed in (("ties", TIES), ("all_bad", ALL_BAD), ("flagged", FLAGGED), ("aggregation", AGGREGATIONS), ("format", FORMATS)):
+        for name, allowed in (
+            ("ties", TIES),
+            ("all_bad", ALL_BAD),
+            ("flagged", FLAGGED),
+            ("aggregation", AGGREGATIONS),
+            ("format", FORMATS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ExportError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}.")
         if not 0 <= self.test_fraction < 1:
@@ -102,7 +109,9 @@ class ExportResult:
     counts: dict = field(default_factory=dict)
 
 
-def ranking_pairs(tiers: list[list[int]], *, all_bad: bool, flags: dict, options: ExportOptions) -> Iterator[tuple[int, int, bool]]:
+def ranking_pairs(
+    tiers: list[list[int]], *, all_bad: bool, flags: dict, options: ExportOptions
+) -> Iterator[tuple[int, int, bool]]:
     """(better, worse, is_tie) for one ranking, under the export rules."""
     if all_bad and options.all_bad == "skip":
         return
@@ -147,7 +156,9 @@ def _aggregate(pairs: list[Pair], options: ExportOptions) -> list[Pair]:
         for p in prompt_pairs:
             if not p.tie:
                 votes[(p.chosen, p.rejected)] += 1
-        met = {tuple(sorted(key)) for key in votes} | {tuple(sorted((p.chosen, p.rejected))) for p in prompt_pairs if p.tie}
+        met = {tuple(sorted(key)) for key in votes} | {
+            tuple(sorted((p.chosen, p.rejected))) for p in prompt_pairs if p.tie
+        }
         strengths = {}
         if options.aggregation == "bradley_terry" and votes:
             strengths = bradley_terry(list(votes), weights=list(votes.values()))
@@ -167,7 +178,15 @@ def _aggregate(pairs: list[Pair], options: ExportOptions) -> list[Pair]:
                     continue
                 sa, sb = strengths.get(a, 0.0), strengths.get(b, 0.0)
                 winner, loser = (a, b) if (sa, ab) >= (sb, ba) else (b, a)
-                out.append(Pair(prompt_id, winner, loser, -1, weight=round(win_probability(strengths.get(winner, 0.0), strengths.get(loser, 0.0)), 6)))
+                out.append(
+                    Pair(
+                        prompt_id,
+                        winner,
+                        loser,
+                        -1,
+                        weight=round(win_probability(strengths.get(winner, 0.0), strengths.get(loser, 0.0)), 6),
+                    )
+                )
     return out
 
 
@@ -201,13 +220,26 @@ def build_rows(pairs: list[Pair], options: ExportOptions) -> dict[str, dict[str,
     """Columnar rows per split in TRL's preference format, plus provenance columns trainers drop."""
     prompts = prompts_by_id({p.prompt_id for p in pairs})
     texts = rollout_texts({r for p in pairs for r in (p.chosen, p.rejected)})
-    columns = ["prompt", "chosen", "rejected", "prompt_id", "chosen_id", "rejected_id", "chosen_policy", "rejected_policy", "annotator", "weight"]
+    columns = [
+        "prompt",
+        "chosen",
+        "rejected",
+        "prompt_id",
+        "chosen_id",
+        "rejected_id",
+        "chosen_policy",
+        "rejected_policy",
+        "annotator",
+        "weight",
+    ]
     if options.ties == "mark":
         columns.append("tie")
     splits = {name: {c: [] for c in columns} for name in SPLITS}
     conversational = options.format == "conversational"
     split_of = assign_splits(
-        {pid: prompt["content_hash"] for pid, prompt in prompts.items()}, seed=options.seed, test_fraction=options.test_fraction
+        {pid: prompt["content_hash"] for pid, prompt in prompts.items()},
+        seed=options.seed,
+        test_fraction=options.test_fraction,
     )
     for pair in sorted(pairs, key=lambda p: (p.prompt_id, p.chosen, p.rejected, p.annotator, p.tie)):
         prompt = prompts[pair.prompt_id]
@@ -237,7 +269,11 @@ def build_rows(pairs: list[Pair], options: ExportOptions) -> dict[str, dict[str,
 def content_hash(splits: dict[str, dict[str, list]], options: ExportOptions) -> str:
     """Hash of what a trainer sees (rows per split, format, rules) — not of the filters that found them."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({k: options.to_dict()[k] for k in ("ties", "all_bad", "flagged", "aggregation", "format")}, sort_keys=True).encode())
+    digest.update(
+        json.dumps(
+            {k: options.to_dict()[k] for k in ("ties", "all_bad", "flagged", "aggregation", "format")}, sort_keys=True
+        ).encode()
+    )
     for name in SPLITS:
         digest.update(name.encode())
         for column in sorted(splits[name]):
@@ -245,7 +281,9 @@ def content_hash(splits: dict[str, dict[str, list]], options: ExportOptions) -> 
             values = splits[name][column]
             # In slices: one json.dumps of a million texts would hold a second copy of them all.
             for start in range(0, len(values), _HASH_SLICE):
-                digest.update(json.dumps(values[start : start + _HASH_SLICE], ensure_ascii=False, separators=(",", ":")).encode())
+                digest.update(
+                    json.dumps(values[start : start + _HASH_SLICE], ensure_ascii=False, separators=(",", ":")).encode()
+                )
     return digest.hexdigest()
 
 
@@ -278,10 +316,15 @@ def _write(splits: dict[str, dict[str, list]], meta: dict, final_dir: Path) -> N
         raise
 
 
-def export_dataset(*, options: ExportOptions, name: str = "", created_by: AbstractBaseUser | None = None) -> ExportResult:
+def export_dataset(
+    *, options: ExportOptions, name: str = "", created_by: AbstractBaseUser | None = None
+) -> ExportResult:
     """Export the rankings `options` select; an identical export returns the existing version."""
     rankings = export_rankings(
-        prompt_set_ids=list(options.prompt_set_ids), since=options.since, until=options.until, annotator_ids=list(options.annotator_ids)
+        prompt_set_ids=list(options.prompt_set_ids),
+        since=options.since,
+        until=options.until,
+        annotator_ids=list(options.annotator_ids),
     )
     pairs, n_rankings = collect_pairs(rankings, options)
     if not pairs:

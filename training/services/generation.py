@@ -5,6 +5,7 @@ the tasks that mix them with the previous policy's — happen in one transaction
 queue never holds half a generation. Exact duplicates collapse: within a sample batch here, and
 against stored rollouts by the UNIQUE(prompt, policy, content_hash) constraint.
 """
+
 from __future__ import annotations
 
 import traceback
@@ -74,7 +75,7 @@ def _send(run: GenerationRun) -> None:
 
     try:
         execute_generation_run.apply_async(args=[run.pk], queue=run.queue)
-    except Exception as error:  # noqa: BLE001 - an unreachable broker must not leave the run QUEUED forever
+    except Exception as error:
         GenerationRun.objects.filter(pk=run.pk, status=GenerationRun.Status.QUEUED).update(
             status=GenerationRun.Status.FAILED, finished_at=_now(), error=f"Could not queue the run: {error}"
         )
@@ -106,9 +107,11 @@ def execute_generation(run_id: int) -> GenerationRun:
             on_progress=progress,
         )
         _write(run, prompts, result)
-    except Exception as error:  # noqa: BLE001 - any failure ends as FAILED with nothing written
+    except Exception as error:
         GenerationRun.objects.filter(pk=run.pk, status=GenerationRun.Status.RUNNING).update(
-            status=GenerationRun.Status.FAILED, finished_at=_now(), error=f"{error.__class__.__name__}: {error}\n\n{traceback.format_exc()[-4000:]}"
+            status=GenerationRun.Status.FAILED,
+            finished_at=_now(),
+            error=f"{error.__class__.__name__}: {error}\n\n{traceback.format_exc()[-4000:]}",
         )
     finally:
         heartbeat.stop()
@@ -124,7 +127,7 @@ def _write(run: GenerationRun, prompts: list[dict], result) -> None:
         round_number = (RankingTask.objects.filter(prompt_set=run.prompt_set).aggregate(r=Max("round"))["r"] or 0) + 1
         fresh: dict[tuple[int, str], str] = {}
         sampled = 0
-        for prompt, samples in zip(prompts, result.samples):
+        for prompt, samples in zip(prompts, result.samples, strict=True):
             for text in samples:
                 if not text:
                     continue
@@ -133,7 +136,13 @@ def _write(run: GenerationRun, prompts: list[dict], result) -> None:
         before = Rollout.objects.filter(prompt__prompt_set=run.prompt_set, policy=policy_name).count()
         Rollout.objects.bulk_create(
             [
-                Rollout(prompt_id=prompt_id, policy=policy_name, content_hash=digest, text=text, generation={**run.settings, "round": round_number, "generation_run": run.pk})
+                Rollout(
+                    prompt_id=prompt_id,
+                    policy=policy_name,
+                    content_hash=digest,
+                    text=text,
+                    generation={**run.settings, "round": round_number, "generation_run": run.pk},
+                )
                 for (prompt_id, digest), text in fresh.items()
             ],
             ignore_conflicts=True,
@@ -141,7 +150,9 @@ def _write(run: GenerationRun, prompts: list[dict], result) -> None:
         )
         created = Rollout.objects.filter(prompt__prompt_set=run.prompt_set, policy=policy_name).count() - before
         if run.compare_with:
-            tasks = build_mixed_tasks(run.prompt_set, new_policy=policy_name, old_policy=run.compare_with, round=round_number)
+            tasks = build_mixed_tasks(
+                run.prompt_set, new_policy=policy_name, old_policy=run.compare_with, round=round_number
+            )
         else:
             tasks = build_tasks(run.prompt_set, round=round_number)
         GenerationRun.objects.filter(pk=run.pk).update(

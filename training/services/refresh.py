@@ -1,4 +1,5 @@
 """Closing the loop: after a scheduled DPO run, its policy generates fresh rollouts for the set."""
+
 from __future__ import annotations
 
 from training.models import AutoTrainPolicy, GenerationRun, ModelVersion, TrainingRun

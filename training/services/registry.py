@@ -7,6 +7,7 @@ dead, the DB went away), the final dir is removed again. A worker killed between
 commit leaves a directory no row points to; the reaper removes it when it fails the run. So a
 ModelVersion always has its files, and stray files never outlive the reaper.
 """
+
 from __future__ import annotations
 
 import os

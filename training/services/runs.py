@@ -4,6 +4,7 @@ The Celery task is a thin shell over `execute_run`; everything it does to the da
 here, explicitly, with conditional updates so a late message, a retry or a reaper can never move a
 run backwards (e.g. a redelivered task finds the run no longer QUEUED and does nothing).
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,13 +57,17 @@ def validate_run_request(
     if parent_model is None and not base_model.strip():
         raise RunRejected("Give a base model (local path or hub id) or a parent model version.", field="base_model")
     if parent_model is not None and kind == TrainingRun.Kind.DPO and parent_model.kind != ModelVersion.Kind.POLICY:
-        raise RunRejected(f"{parent_model} is a {parent_model.kind} model; DPO starts from a policy.", field="parent_model")
+        raise RunRejected(
+            f"{parent_model} is a {parent_model.kind} model; DPO starts from a policy.", field="parent_model"
+        )
     if base_model and parent_model is None and _looks_local(base_model) and not Path(base_model).exists():
         raise RunRejected(f"Base model path {base_model} does not exist on this machine.", field="base_model")
     if dataset_version.n_train == 0:
         raise RunRejected(f"{dataset_version} has no training pairs.", field="dataset_version")
     if normalised.get("eval", True) and dataset_version.n_test == 0:
-        raise RunRejected(f"{dataset_version} has no test pairs to evaluate on; set eval to false.", field="dataset_version")
+        raise RunRejected(
+            f"{dataset_version} has no test pairs to evaluate on; set eval to false.", field="dataset_version"
+        )
     return normalised
 
 
@@ -88,11 +93,15 @@ def choose_queue(*, timeout: float = 1.0, cache_seconds: float = 30.0) -> QueueC
 
     try:
         replies = app.control.inspect(timeout=timeout).active_queues() or {}
-    except Exception as error:  # noqa: BLE001 - a broker hiccup must not block queueing
+    except Exception as error:
         choice = QueueChoice("cpu", f"could not ask workers ({error.__class__.__name__})")
     else:
         gpu_workers = [name for name, queues in replies.items() if any(q.get("name") == "gpu" for q in queues)]
-        choice = QueueChoice("gpu", f"GPU worker {gpu_workers[0]} is alive") if gpu_workers else QueueChoice("cpu", "no GPU worker answered")
+        choice = (
+            QueueChoice("gpu", f"GPU worker {gpu_workers[0]} is alive")
+            if gpu_workers
+            else QueueChoice("cpu", "no GPU worker answered")
+        )
     _queue_cache = (time.monotonic(), choice)
     return choice
 
@@ -115,7 +124,11 @@ def start_run(
     demo loop does.
     """
     normalised = validate_run_request(
-        kind=kind, dataset_version=dataset_version, base_model=base_model, parent_model=parent_model, config=config or {}
+        kind=kind,
+        dataset_version=dataset_version,
+        base_model=base_model,
+        parent_model=parent_model,
+        config=config or {},
     )
     if not dispatch:
         choice = QueueChoice(queue or "cpu", "run in-process")
@@ -142,7 +155,7 @@ def _send(run: TrainingRun) -> None:
 
     try:
         result = execute_training_run.apply_async(args=[run.pk], queue=run.queue)
-    except Exception as error:  # noqa: BLE001 - an unreachable broker must not leave a run QUEUED forever
+    except Exception as error:
         TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
             status=TrainingRun.Status.FAILED, finished_at=_now(), error=f"Could not queue the run: {error}"
         )
@@ -220,7 +233,7 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(self.every):
             try:
                 self.model.objects.filter(pk=self.row_id, status="running").update(heartbeat_at=_now())
-            except Exception:  # noqa: BLE001 - a missed beat is retried; the reaper tolerates a few
+            except Exception:
                 log.exception("heartbeat for %s %s failed", self.model.__name__, self.row_id)
             finally:
                 close_old_connections()
@@ -262,7 +275,7 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
 
             for follow_up in after_run_succeeded(run, model):
                 reporter.log(f"queued {follow_up}")
-    except BaseException as error:  # noqa: BLE001 - every failure must end as a FAILED run
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         reporter.log(f"failed: {error.__class__.__name__}: {error}")
         TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
@@ -276,7 +289,7 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
         heartbeat.stop()
         try:
             reporter.flush()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("final progress write for run %s failed", run.pk)
     return TrainingRun.objects.get(pk=run.pk)
 
@@ -316,7 +329,9 @@ def reap_stale_runs(*, now: datetime | None = None) -> int:
     stale = list(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff))
     reaped = 0
     for run in stale:
-        failed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+        failed = TrainingRun.objects.filter(
+            pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
+        ).update(
             status=TrainingRun.Status.FAILED,
             finished_at=now,
             error=(

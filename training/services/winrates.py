@@ -1,4 +1,5 @@
 """Win rates per policy version: from human rankings (Bradley–Terry + bootstrap) and from a reward model."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -7,9 +8,8 @@ from dataclasses import dataclass
 from labeling.models import Prompt, PromptSet
 from labeling.selectors import rankings_by_round, rollout_policies, rollouts_of_policies
 from training.models import ModelVersion, RolloutScore
-from training.services.export import ExportOptions, ranking_pairs
 from training.ratings import Rating, WinRate, bootstrap_ratings, pairwise_win_rates, wilson_interval
-
+from training.services.export import ExportOptions, ranking_pairs
 
 # Win rates read rankings by the export's default rules: ties give nothing, "all bad" says nothing
 # about the policies, a flagged rollout never wins.
@@ -41,7 +41,7 @@ def human_win_rates(prompt_set: PromptSet, *, samples: int = 200, seed: int = 0)
     pairs = [(winner, loser) for _, winner, loser in rows]
     by_round: dict[int, dict[str, Rating]] = {}
     for round_number in sorted({r for r, _, _ in rows}):
-        upto = [(w, l) for r, w, l in rows if r <= round_number]
+        upto = [(winner, loser) for r, winner, loser in rows if r <= round_number]
         by_round[round_number] = bootstrap_ratings(upto, samples=max(20, samples // 4), seed=seed)
     return HumanWinRates(
         ratings=bootstrap_ratings(pairs, samples=samples, seed=seed),
@@ -75,15 +75,23 @@ def score_rollouts(*, reward_model: ModelVersion, prompt_set: PromptSet, policie
     todo = [row for row in rollouts_of_policies(prompt_set_id=prompt_set.pk, policies=policies) if row[0] not in done]
     if not todo:
         return 0
-    prompts = {p["id"]: (p["messages"] if p["messages"] is not None else p["text"]) for p in Prompt.objects.filter(id__in={r[1] for r in todo}).values("id", "text", "messages")}
-    scores = score_with_reward_model(model_path=reward_model.path, prompts=[prompts[r[1]] for r in todo], completions=[r[3] for r in todo])
+    prompts = {
+        p["id"]: (p["messages"] if p["messages"] is not None else p["text"])
+        for p in Prompt.objects.filter(id__in={r[1] for r in todo}).values("id", "text", "messages")
+    }
+    scores = score_with_reward_model(
+        model_path=reward_model.path, prompts=[prompts[r[1]] for r in todo], completions=[r[3] for r in todo]
+    )
     RolloutScore.objects.bulk_create(
-        [RolloutScore(rollout_id=r[0], reward_model=reward_model, score=s) for r, s in zip(todo, scores)], ignore_conflicts=True
+        [RolloutScore(rollout_id=r[0], reward_model=reward_model, score=s) for r, s in zip(todo, scores, strict=True)],
+        ignore_conflicts=True,
     )
     return len(todo)
 
 
-def automatic_win_rate(*, reward_model: ModelVersion, prompt_set: PromptSet, new: str, old: str) -> AutomaticWinRate | None:
+def automatic_win_rate(
+    *, reward_model: ModelVersion, prompt_set: PromptSet, new: str, old: str
+) -> AutomaticWinRate | None:
     """Over prompts both policies answered: how often a new rollout out-scores an old one."""
     scores = dict(RolloutScore.objects.filter(reward_model=reward_model).values_list("rollout_id", "score"))
     by_prompt: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

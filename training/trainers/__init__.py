@@ -36,9 +36,14 @@ __all__ = [
     "RUN_CONFIGS",
     "ConfigError",
     "DPORunConfig",
+    "ProgressReporter",
     "RewardRunConfig",
     "TrainResult",
-    *_LAZY,
+    "build_tiny_causal_lm",
+    "build_tiny_tokenizer",
+    "load_preference_splits",
+    "train_dpo",
+    "train_reward_model",
 ]
 
 

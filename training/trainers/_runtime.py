@@ -19,7 +19,7 @@ from .result import TrainResult
 
 
 def resolve_device(requested: str) -> str:
-    """"cuda" or "cpu". Asking for CUDA where there is none is an error, not a silent fall-back to a slow CPU run."""
+    """ "cuda" or "cpu". Asking for CUDA where there is none is an error, not a silent fall-back to a slow CPU run."""
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():

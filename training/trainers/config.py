@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["ConfigError", "DPORunConfig", "DPO_LOSS_TYPES", "RUN_CONFIGS", "RewardRunConfig"]
+__all__ = ["DPO_LOSS_TYPES", "RUN_CONFIGS", "ConfigError", "DPORunConfig", "RewardRunConfig"]
 
 _ConfigT = TypeVar("_ConfigT", bound="_RunConfig")
 

@@ -59,7 +59,7 @@ def load_preference_splits(dataset_path: str | Path) -> DatasetDict:
 
 
 def preference_format(dataset: Dataset) -> str:
-    """"standard" or "conversational", from the `chosen` column's type."""
+    """ "standard" or "conversational", from the `chosen` column's type."""
     return _column_format(dataset.features["chosen"]) or "unknown"
 
 

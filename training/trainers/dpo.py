@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets import DatasetDict
 import torch
+from datasets import DatasetDict
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from trl import DPOConfig, DPOTrainer
@@ -22,8 +22,8 @@ from ._runtime import (
     ThroughputMixin,
     build_result,
     load_tokenizer,
-    quiet_console,
     phase_metrics,
+    quiet_console,
     release_memory,
     require_test_split,
     resolve_device,

@@ -57,9 +57,7 @@ def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, fl
     }
 
 
-def completion_logps(
-    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
-) -> torch.Tensor:
+def completion_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
     """Sum over completion tokens of log p(token | everything before it); one float32 value per row.
 
     Row by row, so the float32 copy of the (seq, vocab) logits exists for one sequence at a time: with a 150k-token
@@ -68,7 +66,7 @@ def completion_logps(
     targets = input_ids[:, 1:]  # logits at position t predict token t + 1
     mask = completion_mask[:, 1:].bool()
     sums = []
-    for row_logits, row_targets, row_mask in zip(logits[:, :-1], targets, mask):
+    for row_logits, row_targets, row_mask in zip(logits[:, :-1], targets, mask, strict=True):
         row_logps = row_logits.float().log_softmax(-1).gather(-1, row_targets.unsqueeze(-1)).squeeze(-1)
         sums.append(row_logps[row_mask].sum())
     return torch.stack(sums)

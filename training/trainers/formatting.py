@@ -4,6 +4,7 @@ TRL's standard format concatenates prompt and completion with nothing between th
 that does not end in whitespace would train the model on "...?Answer". We end such prompts with a
 newline, in the exported rows and when sampling, so training and generation see the same text.
 """
+
 from __future__ import annotations
 
 

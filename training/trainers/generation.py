@@ -3,6 +3,7 @@
 One interface, two engines: vLLM when it is installed and a GPU is present (fast continuous
 batching), Hugging Face `generate` otherwise. No Django here.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -109,7 +110,10 @@ def _generate_hf(model_path: str, prompts: Sequence[Prompt], config: GenerationC
     for start in range(0, len(texts), per_batch):
         chunk = texts[start : start + per_batch]
         batch = tokenizer(
-            [t for t in chunk for _ in range(config.n_samples)], return_tensors="pt", padding=True, add_special_tokens=False
+            [t for t in chunk for _ in range(config.n_samples)],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
         ).to(device)
         torch.manual_seed(generator_seed + start)
         with torch.no_grad():
@@ -134,7 +138,9 @@ def _generate_hf(model_path: str, prompts: Sequence[Prompt], config: GenerationC
     return GenerationResult(samples=samples, backend="hf", device=label, new_tokens=new_tokens, seconds=seconds)
 
 
-def _generate_vllm(model_path: str, prompts: Sequence[Prompt], config: GenerationConfig, on_progress) -> GenerationResult:
+def _generate_vllm(
+    model_path: str, prompts: Sequence[Prompt], config: GenerationConfig, on_progress
+) -> GenerationResult:
     import time
 
     from vllm import LLM, SamplingParams
@@ -142,7 +148,11 @@ def _generate_vllm(model_path: str, prompts: Sequence[Prompt], config: Generatio
     llm = LLM(model=model_path, seed=config.seed)
     tokenizer = llm.get_tokenizer()
     params = SamplingParams(
-        n=config.n_samples, temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_new_tokens, seed=config.seed
+        n=config.n_samples,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_new_tokens,
+        seed=config.seed,
     )
     started = time.perf_counter()
     outputs = llm.generate([_render(tokenizer, p) for p in prompts], params)
@@ -154,7 +164,9 @@ def _generate_vllm(model_path: str, prompts: Sequence[Prompt], config: Generatio
     return GenerationResult(samples=samples, backend="vllm", device="cuda", new_tokens=new_tokens, seconds=seconds)
 
 
-def score_with_reward_model(*, model_path: str, prompts: Sequence[Prompt], completions: Sequence[str], batch_size: int = 16) -> list[float]:
+def score_with_reward_model(
+    *, model_path: str, prompts: Sequence[Prompt], completions: Sequence[str], batch_size: int = 16
+) -> list[float]:
     """Reward-model scores of (prompt, completion) pairs, formatted as the reward trainer saw them."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -163,14 +175,18 @@ def score_with_reward_model(*, model_path: str, prompts: Sequence[Prompt], compl
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForSequenceClassification.from_pretrained(model_path).to(device).eval()
     texts = []
-    for prompt, completion in zip(prompts, completions):
+    for prompt, completion in zip(prompts, completions, strict=True):
         if isinstance(prompt, str):
             texts.append(completion_prompt(prompt) + completion + (tokenizer.eos_token or ""))
         else:
-            texts.append(tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": completion}], tokenize=False))
+            texts.append(
+                tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": completion}], tokenize=False)
+            )
     scores: list[float] = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True).to(device)
+        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True).to(
+            device
+        )
         with torch.no_grad():
             scores.extend(model(**batch).logits[:, 0].float().tolist())
     return scores

@@ -4,6 +4,7 @@ The demo loop and its test need a policy whose samples are sentences a simulated
 judge; a freshly initialised model only emits noise. This is ordinary causal-LM training (the
 nanoGPT loop in miniature), not a TRL trainer, because nothing about it is preference learning.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,7 +12,13 @@ from pathlib import Path
 
 
 def pretrain_causal_lm(
-    model_dir: str | Path, texts: Sequence[str], *, steps: int = 300, batch_size: int = 16, learning_rate: float = 3e-3, seed: int = 0
+    model_dir: str | Path,
+    texts: Sequence[str],
+    *,
+    steps: int = 300,
+    batch_size: int = 16,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
 ) -> float:
     """Train the model in `model_dir` on `texts` (each followed by EOS) and save it back; returns the final loss."""
     import torch

@@ -52,9 +52,7 @@ class ProgressReporter(TrainerCallback):
     ) -> None:
         self.beat()
 
-    def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.beat()
         if self._should_stop is not None and self._should_stop():
             self.stopped_early = True

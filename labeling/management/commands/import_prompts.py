@@ -31,7 +31,10 @@ class Command(BaseCommand):
                 raise CommandError(f"No prompt set named {name!r} (pass --create to make it).")
         try:
             report = import_file(
-                prompt_set=prompt_set, data=options["path"].read_bytes(), filename=options["path"].name, fmt=options["format"]
+                prompt_set=prompt_set,
+                data=options["path"].read_bytes(),
+                filename=options["path"].name,
+                fmt=options["format"],
             )
         except ImportRejected as error:
             raise CommandError(error.message) from None

@@ -1,4 +1,3 @@
-import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -13,7 +12,9 @@ class Command(BaseCommand):
     help = "Run the whole RLHF loop on tiny local models on CPU and print the new policy's win rate over the old."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--workdir", type=Path, default=None, help="Where models go (default: PREFLOOP_DATA_DIR/demo).")
+        parser.add_argument(
+            "--workdir", type=Path, default=None, help="Where models go (default: PREFLOOP_DATA_DIR/demo)."
+        )
         for f in fields(LoopConfig):
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
 
@@ -26,9 +27,12 @@ class Command(BaseCommand):
         wall = time.perf_counter() - started
         self.stdout.write("")
         if report.win_rate is not None:
-            self.stdout.write(self.style.SUCCESS(
-                f"New policy {report.new_policy} beats {report.base_policy} in {report.win_rate:.1%} of human comparisons "
-                f"(95% CI {report.win_rate_low:.1%}–{report.win_rate_high:.1%})."
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"New policy {report.new_policy} beats {report.base_policy} in {report.win_rate:.1%}"
+                    " of human comparisons "
+                    f"(95% CI {report.win_rate_low:.1%}–{report.win_rate_high:.1%})."
+                )
+            )
         self.stdout.write(f"Step timings (s): {report.timings}")
         self.stdout.write(f"demo_loop wall time: {wall:.1f} s")
