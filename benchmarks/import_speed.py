@@ -148,7 +148,7 @@ def main() -> None:
         )
 
         started = time.perf_counter()
-        parse_upload(data, filename=path.name, max_chars=settings.PREFLOOP["MAX_TEXT_CHARS"])
+        parse_upload(data, filename=path.name, max_chars=settings.PREFLOOP_MAX_TEXT_CHARS)
         parse_s = time.perf_counter() - started
         print(f"parse only (no database): {parse_s:.2f}s")
 

@@ -35,7 +35,7 @@ def import_file(
     *, prompt_set: PromptSet, data: bytes | str, filename: str = "", fmt: str | None = None
 ) -> ImportReport:
     """Parse and import an upload; raises ImportRejected (line numbers + reasons) and writes nothing."""
-    records = parse_upload(data, filename=filename, fmt=fmt, max_chars=settings.PREFLOOP["MAX_TEXT_CHARS"])
+    records = parse_upload(data, filename=filename, fmt=fmt, max_chars=settings.PREFLOOP_MAX_TEXT_CHARS)
     return import_records(prompt_set=prompt_set, records=records)
 
 

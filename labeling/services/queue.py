@@ -21,10 +21,10 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F
-from django.utils import timezone
 
 from labeling.models import Assignment, PromptSet, RankingTask, TaskRollout
 from labeling.services.errors import RankingRejected
+from webapp import clock
 
 # A candidate can be lost to a concurrent annotator between pick and take (SQLite has no SKIP
 # LOCKED); a few retries make that invisible without looping forever on a drained queue.
@@ -33,13 +33,8 @@ _TAKE_ATTEMPTS = 5
 _REAP_BATCH = 500
 
 
-def _now() -> datetime:
-    """Seam for tests that move the clock."""
-    return timezone.now()
-
-
 def lease_duration() -> timedelta:
-    return timedelta(seconds=settings.PREFLOOP["LEASE_SECONDS"])
+    return timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS)
 
 
 def release_expired_leases(*, now: datetime | None = None) -> int:
@@ -48,7 +43,7 @@ def release_expired_leases(*, now: datetime | None = None) -> int:
     The read runs outside a transaction so the common case (nothing expired) takes no write lock,
     which matters on SQLite where every write transaction is exclusive.
     """
-    now = now or _now()
+    now = now or clock.now()
     if not Assignment.objects.filter(status=Assignment.Status.LEASED, leased_until__lte=now).exists():
         return 0
     with transaction.atomic():
@@ -105,7 +100,7 @@ def next_task_for(
     Returns None when nothing is left for them. The rollouts' display order is shuffled per
     assignment and stored, so the ranking can be read against what was actually shown.
     """
-    now = _now()
+    now = clock.now()
     held = _live_lease(annotator, now)
     if held is not None:
         if prompt_set is None or held.task.prompt_set_id == prompt_set.pk:
@@ -125,7 +120,7 @@ def next_task_for(
         except IntegrityError:
             # Lost a race the constraints caught (e.g. the same annotator asking twice at once):
             # what they hold now is the answer.
-            held = _live_lease(annotator, _now())
+            held = _live_lease(annotator, clock.now())
             if held is not None:
                 return held
             continue
@@ -195,7 +190,7 @@ def release_assignment(
         if assignment.status != Assignment.Status.LEASED:
             return assignment
         assignment.status = status
-        assignment.finished_at = _now()
+        assignment.finished_at = clock.now()
         assignment.save(update_fields=["status", "finished_at"])
         _free_slots(Counter({assignment.task_id: 1}))
     return assignment

@@ -10,8 +10,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 
 from labeling.models import Assignment, Ranking, RankingTask
-from labeling.services import queue
 from labeling.services.errors import RankingRejected
+from webapp import clock
 
 FLAG_REASONS = frozenset(Ranking.FlagReason.values)
 # Longer than any real task; a client reporting more is clamped, not rejected.
@@ -99,7 +99,7 @@ def submit_ranking(
 
 
 def _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms) -> SubmitResult:
-    now = queue._now()
+    now = clock.now()
     assignment = Assignment.objects.select_for_update().filter(pk=assignment_id).first()
     if assignment is None:
         raise RankingRejected(f"Unknown task assignment {assignment_id}.", code="unknown_assignment")

@@ -14,6 +14,7 @@ from labeling.models import Assignment, Ranking, RankingTask
 from labeling.services import queue
 from tests.conftest import token_client
 from tests.factories import AnnotatorFactory, UserFactory, prompt_set_with_tasks
+from webapp import clock
 
 pytestmark = pytest.mark.django_db
 
@@ -145,7 +146,7 @@ def test_submitting_after_the_lease_expired_gets_a_400(api, monkeypatch):
     prompt_set = prompt_set_with_tasks(n_prompts=1)
     task = take(api, prompt_set)
     later = timezone.now() + queue.lease_duration() + timedelta(seconds=5)
-    monkeypatch.setattr(queue, "_now", lambda: later)
+    monkeypatch.setattr(clock, "now", lambda: later)
     response = submit(api, {"assignment": task["assignment"], "ranking": [r["id"] for r in task["rollouts"]]})
     assert response.status_code == 400
     assert response.json()["code"] == "lease_expired"

@@ -84,7 +84,7 @@ def hammer(prompt_set, annotators, *, seed: int, lease_seconds: float) -> list[B
 def test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task(settings):
     """16 threads as distinct annotators drain the queue (some abandoning leases); every invariant holds."""
     lease_seconds = 1
-    settings.PREFLOOP = {**settings.PREFLOOP, "LEASE_SECONDS": lease_seconds}
+    settings.PREFLOOP_LEASE_SECONDS = lease_seconds
     prompt_set = prompt_set_with_tasks(n_prompts=30, rollouts_per_task=3, overlap=3)
     annotators = AnnotatorFactory.create_batch(ANNOTATORS)
 

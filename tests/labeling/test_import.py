@@ -141,9 +141,9 @@ def test_a_file_with_one_bad_line_is_rejected_whole_naming_the_line(bad_line, re
 def test_oversize_text_is_rejected_with_its_size():
     """Texts over the configured limit are refused, with the limit in the message."""
     prompt_set = PromptSetFactory(rollouts_per_task=2)
-    limit = settings.PREFLOOP["MAX_TEXT_CHARS"]
+    limit = settings.PREFLOOP_MAX_TEXT_CHARS
     with (
-        override_settings(PREFLOOP={**settings.PREFLOOP, "MAX_TEXT_CHARS": 10}),
+        override_settings(PREFLOOP_MAX_TEXT_CHARS=10),
         pytest.raises(ImportRejected) as rejected,
     ):
         import_file(prompt_set=prompt_set, data=jsonl({"prompt": "Q", "responses": ["short", "x" * 11]}))

@@ -13,6 +13,7 @@ from labeling.services import queue
 from labeling.services.queue import next_task_for, release_expired_leases, skip_assignment
 from labeling.services.ranking import submit_ranking
 from tests.factories import AnnotatorFactory, prompt_set_with_tasks
+from webapp import clock
 
 pytestmark = pytest.mark.django_db
 
@@ -73,7 +74,7 @@ def test_expired_leases_return_to_the_pool(monkeypatch):
     assert next_task_for(b, prompt_set=prompt_set) is None
 
     later = timezone.now() + queue.lease_duration() + timedelta(seconds=1)
-    monkeypatch.setattr(queue, "_now", lambda: later)
+    monkeypatch.setattr(clock, "now", lambda: later)
     taken_over = next_task_for(b, prompt_set=prompt_set)
     assert taken_over is not None and taken_over.task_id == abandoned.task_id
     abandoned.refresh_from_db()
@@ -149,7 +150,7 @@ def test_an_annotator_whose_lease_lapsed_can_take_the_task_again(monkeypatch):
     lapsed = next_task_for(a, prompt_set=prompt_set)
     rank_it(next_task_for(b, prompt_set=prompt_set))
     later = timezone.now() + queue.lease_duration() + timedelta(seconds=1)
-    monkeypatch.setattr(queue, "_now", lambda: later)
+    monkeypatch.setattr(clock, "now", lambda: later)
     again = next_task_for(a, prompt_set=prompt_set)
     assert again.pk == lapsed.pk and again.status == Assignment.Status.LEASED and again.leased_until > later
     rank_it(again)
@@ -175,5 +176,5 @@ def test_an_own_lapsed_lease_outside_the_reap_batch_does_not_hide_the_queue(monk
     next_task_for(annotator, prompt_set=prompt_set)
     monkeypatch.setattr(queue, "_REAP_BATCH", 0)
     later = timezone.now() + queue.lease_duration() + timedelta(seconds=1)
-    monkeypatch.setattr(queue, "_now", lambda: later)
+    monkeypatch.setattr(clock, "now", lambda: later)
     assert next_task_for(annotator, prompt_set=prompt_set) is not None
