@@ -71,7 +71,17 @@ class ModelVersion(models.Model):
         return self.name
 
 
+class RunTrigger(models.TextChoices):
+    """What started a training or generation run; the admin filters on it, auto-train follow-ups key on it."""
+
+    MANUAL = "manual", "Manual (admin)"
+    SCHEDULE = "schedule", "Schedule (auto-train)"
+    API = "api", "API"
+
+
 class TrainingRun(models.Model):
+    Trigger = RunTrigger
+
     class Kind(models.TextChoices):
         REWARD = "reward", "Reward model (Bradley–Terry)"
         DPO = "dpo", "DPO"
@@ -108,7 +118,7 @@ class TrainingRun(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    trigger = models.CharField(max_length=20, default="manual", help_text="manual | schedule | api")
+    trigger = models.CharField(max_length=20, choices=RunTrigger.choices, default=RunTrigger.MANUAL)
 
     class Meta:
         ordering = ["-created_at"]
@@ -161,6 +171,8 @@ class AutoTrainPolicy(models.Model):
 class GenerationRun(models.Model):
     """A policy sampling fresh rollouts for a prompt set; they land in one transaction, or not at all."""
 
+    Trigger = RunTrigger
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -185,7 +197,7 @@ class GenerationRun(models.Model):
     device = models.CharField(max_length=200, blank=True)
     tokens_per_second = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
-    trigger = models.CharField(max_length=20, default="manual")
+    trigger = models.CharField(max_length=20, choices=RunTrigger.choices, default=RunTrigger.MANUAL)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
