@@ -1,0 +1,121 @@
+"""What the run page shows, as pure functions of a run's fields: progress, the held-out table, other metrics, charts.
+
+Nothing here touches the database or the admin, so a new run kind adds its presenter here and tests it
+without a request; the admin only puts the results into the templates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.utils.safestring import SafeString, mark_safe
+
+from training.models import TrainingRun
+from training.plots import line_chart_svg
+
+_HELD_OUT_PREFIX = "test_"
+_HELD_OUT_SUFFIXES = ("_before", "_after")
+
+
+def format_number(value: object) -> str:
+    """Floats to four significant figures (a metric table is read, not diffed); anything else as is."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration in the two largest units that matter: "1 h 05 min", "3 min 20 s", "42 s"."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    step: int
+    total_steps: int
+    percent: float | None
+    elapsed: str
+    eta: str
+
+
+def run_progress(run: TrainingRun, *, now: datetime) -> RunProgress:
+    """Step / total, percentage, and an ETA from the step rate since the run started.
+
+    The rate includes model loading and the "before" evaluation, so early ETAs run long and settle as
+    steps accumulate — pessimistic rather than promising.
+    """
+    percent = min(100.0, 100.0 * run.step / run.total_steps) if run.total_steps else None
+    end = run.finished_at or now
+    elapsed_seconds = (end - run.started_at).total_seconds() if run.started_at else None
+    elapsed = format_duration(elapsed_seconds) if elapsed_seconds is not None else "—"
+    eta = "—"
+    if run.status == TrainingRun.Status.RUNNING and run.step > 0 and run.total_steps > run.step and elapsed_seconds:
+        remaining = (run.total_steps - run.step) * elapsed_seconds / run.step
+        eta = f"about {format_duration(remaining)}"
+    elif run.status == TrainingRun.Status.SUCCEEDED:
+        eta = "done"
+    return RunProgress(step=run.step, total_steps=run.total_steps, percent=percent, elapsed=elapsed, eta=eta)
+
+
+def _is_held_out(key: str) -> bool:
+    return key.startswith(_HELD_OUT_PREFIX) and key.endswith(_HELD_OUT_SUFFIXES)
+
+
+def held_out_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """test_<name>_before / test_<name>_after pairs as table rows with the change between them."""
+    names = sorted(
+        {
+            key[len(_HELD_OUT_PREFIX) : -len(suffix)]
+            for key in metrics
+            for suffix in _HELD_OUT_SUFFIXES
+            if key.startswith(_HELD_OUT_PREFIX) and key.endswith(suffix)
+        }
+    )
+    rows = []
+    for name in names:
+        before, after = metrics.get(f"test_{name}_before"), metrics.get(f"test_{name}_after")
+        change = "—"
+        if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+            change = f"{after - before:+.4g}"
+        rows.append(
+            {
+                "name": name.replace("_", " "),
+                "before": format_number(before) if before is not None else "—",
+                "after": format_number(after) if after is not None else "—",
+                "change": change,
+            }
+        )
+    return rows
+
+
+def other_metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every metric that is not a held-out before/after figure (train loss, timings, memory...)."""
+    return [(key, format_number(value)) for key, value in sorted(metrics.items()) if not _is_held_out(key)]
+
+
+def _series(history: list[dict[str, Any]], keys: list[str]) -> dict[str, list[tuple[float, float]]]:
+    return {key: [(point["step"], point[key]) for point in history if key in point and "step" in point] for key in keys}
+
+
+def history_charts(history: list[dict[str, Any]]) -> list[SafeString]:
+    """Loss curves (train and eval) and accuracy curves from a run's logged points, as inline SVG."""
+    points = [point for point in history if isinstance(point, dict)]
+    keys = sorted({key for point in points for key in point if key != "step"})
+    charts = []
+    loss_keys = [key for key in ("loss", "eval_loss") if key in keys]
+    if loss_keys:
+        charts.append(line_chart_svg(_series(points, loss_keys), title="Loss"))
+    accuracy_keys = [key for key in keys if "accurac" in key]
+    if accuracy_keys:
+        charts.append(line_chart_svg(_series(points, accuracy_keys), title="Accuracy"))
+    # line_chart_svg builds its markup from formatted numbers and escaped labels only.
+    return [mark_safe(chart) for chart in charts]
