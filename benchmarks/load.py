@@ -26,15 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -43,13 +39,14 @@ from benchmarks._common import (
     DEFAULT_PG_URL,
     ROOT,
     FreshDatabase,
-    children_of,
     cpu_busy_ticks,
     cpu_snapshot,
     cpu_split,
     django_setup,
     percentile,
 )
+from benchmarks._load_clients import Annotator, annotate
+from benchmarks._load_server import Gunicorn
 
 PY = sys.executable
 
@@ -159,157 +156,6 @@ def run_step(name: str, database: FreshDatabase, extra_args: list[str]) -> dict:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"{name} step failed (exit {proc.returncode})")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-# --------------------------------------------------------------------------------------------
-# The server.
-# --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Gunicorn:
-    def __init__(self, database: FreshDatabase, args: argparse.Namespace) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = database.tmp / "gunicorn.log"
-        self.cmd = [
-            str(Path(PY).with_name("gunicorn")) if Path(PY).with_name("gunicorn").exists() else "gunicorn",
-            "webapp.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--worker-class",
-            args.worker_class,
-            "--workers",
-            str(args.workers),
-            "--threads",
-            str(args.threads),
-            "--keep-alive",
-            str(args.keep_alive),
-            "--timeout",
-            "60",
-            "--graceful-timeout",
-            "15",
-            "--backlog",
-            "2048",
-            "--log-level",
-            "warning",
-            "--error-logfile",
-            str(self.log),
-            "--chdir",
-            str(ROOT),
-        ]
-        if args.preload:
-            self.cmd.append("--preload")
-        self.proc = subprocess.Popen(
-            self.cmd, env=database.env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"gunicorn exited with {self.proc.returncode}; see {self.log}:\n{self.tail()}")
-            try:
-                # Unauthenticated: any HTTP answer (401) means the app is loaded and routing.
-                httpx.post(f"{self.url}/api/tasks/next/", json={}, timeout=2)
-                return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise SystemExit(f"gunicorn did not answer within {timeout:.0f}s:\n{self.tail()}")
-
-    def workers(self) -> list[int]:
-        return children_of(self.proc.pid)
-
-    def stop(self) -> int | None:
-        """Graceful stop (SIGTERM to the master, which drains its workers); SIGKILL after 30 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-# --------------------------------------------------------------------------------------------
-# The annotators.
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Annotator:
-    token: str
-    seed: int
-    cycles: list[tuple[float, float, float]] = field(default_factory=list)  # (end, next_ms, submit_ms)
-    errors: Counter = field(default_factory=Counter)
-    received: list[int] = field(default_factory=list)
-    submitted_ok: list[int] = field(default_factory=list)
-    retried_200: int = 0
-    drained: bool = False
-
-
-def annotate(
-    annotator: Annotator, base_url: str, prompt_set: int, start: threading.Event, stop_at: list[float], think: float
-) -> None:
-    import httpx
-
-    rng = random.Random(annotator.seed)
-    headers = {"Authorization": f"Token {annotator.token}"}
-    # One client and at most one connection per annotator, like one browser tab; it is reused while
-    # the server keeps it alive and re-opened transparently when the server closes it.
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    with httpx.Client(base_url=base_url, headers=headers, timeout=30, limits=limits) as client:
-        start.wait()
-        while time.perf_counter() < stop_at[0]:
-            t0 = time.perf_counter()
-            try:
-                got = client.post("/api/tasks/next/", json={"prompt_set": prompt_set})
-            except httpx.HTTPError as exc:
-                annotator.errors[f"next {type(exc).__name__}"] += 1
-                time.sleep(0.05)
-                continue
-            t1 = time.perf_counter()
-            if got.status_code == 204:
-                annotator.drained = True
-                return
-            if got.status_code != 200:
-                annotator.errors[f"next HTTP {got.status_code}"] += 1
-                time.sleep(0.05)
-                continue
-            body = got.json()
-            annotator.received.append(body["assignment"])
-            ranking = [rollout["id"] for rollout in body["rollouts"]]
-            rng.shuffle(ranking)
-            if think:
-                time.sleep(think)
-            t2 = time.perf_counter()
-            try:
-                sent = client.post("/api/rankings/", json={"assignment": body["assignment"], "ranking": ranking})
-            except httpx.HTTPError as exc:
-                annotator.errors[f"submit {type(exc).__name__}"] += 1
-                continue
-            t3 = time.perf_counter()
-            if sent.status_code not in (200, 201):
-                annotator.errors[f"submit HTTP {sent.status_code}"] += 1
-                continue
-            if sent.status_code == 200:
-                annotator.retried_200 += 1  # a first submit answered as a retry: should never happen
-            annotator.submitted_ok.append(body["assignment"])
-            annotator.cycles.append((t3, (t1 - t0) * 1000, (t3 - t2) * 1000))
 
 
 def cpu_report(before, after, seconds: float, groups: dict[str, set[int]], postgres_db: str | None, cycles: int):
