@@ -41,6 +41,61 @@ class DatasetVersion(models.Model):
         return self.n_train + self.n_test
 
 
+class DatasetExport(models.Model):
+    """A request to build a DatasetVersion, carried out by a worker.
+
+    The version itself only exists once complete: a failed or crashed export leaves this row FAILED
+    with its reason, and no DatasetVersion row and no directory. Identical content found by a later
+    export points at the existing version (`reused`).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Building"
+        SUCCEEDED = "succeeded", "Ready"
+        FAILED = "failed", "Failed"
+
+    name = models.CharField(max_length=200, blank=True)
+    options = models.JSONField(help_text="The selection and rules, as ExportOptions.to_dict() writes them.")
+    fingerprint = models.CharField(
+        max_length=64, db_index=True, help_text="Hash of the options and the selected rankings' count and newest id."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    rankings_total = models.PositiveIntegerField(default=0)
+    rankings_done = models.PositiveIntegerField(default=0)
+    pairs_written = models.PositiveBigIntegerField(default=0)
+    dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="exports"
+    )
+    reused = models.BooleanField(default=False, help_text="The content already existed as this version.")
+    then_run = models.JSONField(
+        null=True, blank=True, help_text="A training run to start once the version is ready (auto-train)."
+    )
+    error = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Export #{self.pk} ({self.get_status_display()})"
+
+    @property
+    def percent(self) -> float | None:
+        if self.status == self.Status.SUCCEEDED:
+            return 100.0
+        if not self.rankings_total:
+            return None
+        return min(100.0, 100.0 * self.rankings_done / self.rankings_total)
+
+
 class ModelVersion(models.Model):
     class Kind(models.TextChoices):
         POLICY = "policy", "Policy"
