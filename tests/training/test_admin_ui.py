@@ -19,7 +19,7 @@ from labeling import roles
 from tests.factories import AdminFactory, AnnotatorFactory, PromptSetFactory, UserFactory
 from tests.training.factories import ranked_prompt_set
 from training import plots
-from training.admin import run_progress
+from training.presenters import run_progress
 from training.models import AutoTrainPolicy, DatasetVersion, ModelVersion, TrainingRun
 from training.permissions import grant_researcher_permissions
 
