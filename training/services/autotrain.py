@@ -6,10 +6,12 @@ import logging
 
 from django.db import transaction
 
+from labeling.models import PromptSet
 from labeling.selectors import rankings_after
 from training.models import AutoTrainPolicy, ModelVersion, TrainingRun
 from training.services.export import ExportError, ExportOptions, export_dataset
 from training.services.runs import RunRejected, start_run
+from training.trainers.config import RUN_CONFIGS, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,30 @@ def latest_policy_for(policy: AutoTrainPolicy) -> ModelVersion | None:
         .order_by("-created_at")
         .first()
     )
+
+
+def validate_auto_train_policy(*, prompt_set: PromptSet, kind: str, base_model: str, config: dict) -> dict:
+    """Check a policy the way `start_run` checks the runs it will schedule; return the normalised config.
+
+    Raises `RunRejected` naming the policy's field, so a bad policy is refused when it is saved, not
+    when it fires at 3 a.m. A scheduled DPO run continues from the newest policy trained on the prompt
+    set, so only without one does the policy need a base model.
+    """
+    if kind not in RUN_CONFIGS:
+        raise RunRejected(f"Unknown run kind {kind!r}; choose one of {sorted(RUN_CONFIGS)}.", field="kind")
+    try:
+        normalised = RUN_CONFIGS[kind].from_dict(config or {}).to_dict()
+    except ConfigError as error:
+        # The whole config is one JSON input on a policy, so the error goes there whichever key it names.
+        raise RunRejected(str(error), field="config") from None
+    if not base_model.strip():
+        continues = kind == TrainingRun.Kind.DPO and latest_policy_for(AutoTrainPolicy(prompt_set=prompt_set))
+        if not continues:
+            raise RunRejected(
+                "Give a base model: there is no earlier policy for this prompt set to continue from.",
+                field="base_model",
+            )
+    return normalised
 
 
 def auto_train_tick() -> list[TrainingRun]:
