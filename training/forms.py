@@ -1,8 +1,8 @@
 """Forms for the training admin: export a dataset version, start a run, register a base model, auto-train.
 
 Validation rules live in the services and config dataclasses (`ExportOptions`, `validate_run_request`,
-`RUN_CONFIGS[kind].from_dict`); these forms only turn inputs into their arguments and put the errors
-they raise next to the right input.
+`validate_base_model_path`, `validate_auto_train_policy`, `RUN_CONFIGS[kind]`); these forms only turn
+inputs into their arguments and put the errors they raise next to the right input.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -20,10 +19,11 @@ from django.http import QueryDict
 
 from labeling.models import PromptSet
 from training.models import AutoTrainPolicy, DatasetVersion, ModelVersion, TrainingRun
-from training.services.autotrain import latest_policy_for
+from training.services.autotrain import validate_auto_train_policy
 from training.services.export import ExportError, ExportOptions
+from training.services.registry import RegistrationError, validate_base_model_path
 from training.services.runs import RunRejected
-from training.trainers.config import RUN_CONFIGS, ConfigError
+from training.trainers.config import RUN_CONFIGS
 
 # --- export ---------------------------------------------------------------------------------------------------------
 
@@ -299,11 +299,6 @@ class RunForm(forms.Form):
 # --- model registry -------------------------------------------------------------------------------------------------
 
 
-def _looks_like_local_path(name: str) -> bool:
-    # The rule `validate_run_request` applies to base models: a hub id has at most one slash.
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1
-
-
 class BaseModelRegistrationForm(forms.ModelForm):
     """A hand-registered starting model (no run, no dataset): name, kind and where its weights are."""
 
@@ -312,17 +307,17 @@ class BaseModelRegistrationForm(forms.ModelForm):
         fields = ["name", "kind", "path"]
 
     def clean_path(self) -> str:
-        path = self.cleaned_data["path"].strip()
-        if _looks_like_local_path(path) and not Path(path).expanduser().exists():
-            raise forms.ValidationError(f"{path} does not exist on this machine.")
-        return path
+        try:
+            return validate_base_model_path(self.cleaned_data["path"])
+        except RegistrationError as error:
+            raise forms.ValidationError(str(error)) from None
 
 
 # --- auto-train -----------------------------------------------------------------------------------------------------
 
 
 class AutoTrainPolicyForm(forms.ModelForm):
-    """Checks a scheduled run's config the way `start_run` will, so a bad policy fails here, not at 3 a.m."""
+    """A scheduled run's settings, checked by `validate_auto_train_policy` so a bad policy fails here, not at 3 a.m."""
 
     class Meta:
         model = AutoTrainPolicy
@@ -330,20 +325,15 @@ class AutoTrainPolicyForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        kind, config = cleaned.get("kind"), cleaned.get("config")
-        if kind in RUN_CONFIGS and config is not None:
-            try:
-                RUN_CONFIGS[kind].from_dict(config or {})
-            except ConfigError as error:
-                self.add_error("config", str(error))
-        prompt_set = cleaned.get("prompt_set")
-        if kind in RUN_CONFIGS and prompt_set is not None and not (cleaned.get("base_model") or "").strip():
-            # Scheduled DPO continues from the newest policy trained on this set; anything else needs a base model.
-            has_policy = kind == TrainingRun.Kind.DPO and latest_policy_for(AutoTrainPolicy(prompt_set=prompt_set))
-            if not has_policy:
-                self.add_error(
-                    "base_model", "Give a base model: there is no earlier policy for this prompt set to continue from."
-                )
+        prompt_set, kind, config = cleaned.get("prompt_set"), cleaned.get("kind"), cleaned.get("config")
+        if prompt_set is None or kind is None or config is None:
+            return cleaned  # the missing input already carries its own error
+        try:
+            validate_auto_train_policy(
+                prompt_set=prompt_set, kind=kind, base_model=cleaned.get("base_model") or "", config=config
+            )
+        except RunRejected as error:
+            self.add_error(error.field if error.field in self.fields else None, str(error))
         return cleaned
 
 
