@@ -210,6 +210,8 @@ class Ranking(models.Model):
             models.UniqueConstraint(fields=["task", "annotator"], name="ranking_once_per_annotator"),
         ]
         indexes = [models.Index(fields=["created_at"], name="ranking_created_idx")]
+        # The annotator's right (labeling.roles.ANNOTATE): distinct from add_ranking, which is the admin's.
+        permissions = [("annotate", "Can take, rank and skip tasks")]
 
     def __str__(self) -> str:
         return f"Ranking #{self.pk}"

@@ -31,6 +31,18 @@ class AnnotatorFactory(UserFactory):
             self.groups.add(Group.objects.get_or_create(name=roles.ANNOTATORS)[0])
 
 
+class ResearcherFactory(UserFactory):
+    """As seed_demo makes one: staff (to enter the admin), with the rights of the researchers group."""
+
+    username = factory.Sequence(lambda n: f"researcher{n}")
+    is_staff = True
+
+    @factory.post_generation
+    def in_group(self, create, extracted, **kwargs):
+        if create:
+            self.groups.add(Group.objects.get_or_create(name=roles.RESEARCHERS)[0])
+
+
 class AdminFactory(UserFactory):
     username = factory.Sequence(lambda n: f"admin{n}")
     is_staff = True

@@ -1,20 +1,17 @@
-"""Researchers run the training side: give their group every permission on the training models."""
+"""Researchers' training permissions are granted with every other role's, in `labeling.roles`, on every migrate.
+
+Nothing is granted here any more; `grant_researcher_permissions` stays only for callers written before that
+(tests/training/admin/test_access.py) and can go once they stop calling it.
+"""
 
 from __future__ import annotations
 
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 
-from labeling.roles import RESEARCHERS
+from labeling.roles import RESEARCHERS, ensure_groups
 
 
 def grant_researcher_permissions() -> int:
-    """Add all training-app permissions (export, start/cancel runs, registry, auto-train) to the researchers group.
-
-    Idempotent; returns how many permissions the group now holds from the training app. Permissions exist once
-    `migrate` ran (Django creates them after migrating), so call this from a command, not at import time.
-    Researchers also need `is_staff` to enter the admin.
-    """
-    group, _ = Group.objects.get_or_create(name=RESEARCHERS)
-    permissions = list(Permission.objects.filter(content_type__app_label="training"))
-    group.permissions.add(*permissions)
-    return len(permissions)
+    """Apply the role declaration (idempotent); returns how many training permissions researchers hold."""
+    ensure_groups()
+    return Group.objects.get(name=RESEARCHERS).permissions.filter(content_type__app_label="training").count()

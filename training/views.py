@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required, user_passes_test
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.safestring import mark_safe
 
-from labeling import roles
 from labeling.models import PromptSet
+from labeling.permissions import requires_permission
+from labeling.roles import VIEW_WIN_RATES
 from training.models import ModelVersion, RolloutScore
 from training.plots import line_chart_svg
 from training.services.winrates import automatic_win_rate, human_win_rates
 
-
-def researcher_required(view):
-    return login_required(user_passes_test(roles.can_train)(view))
+researcher_required = requires_permission(VIEW_WIN_RATES, "Win rates are for researchers.")
 
 
 @researcher_required

@@ -13,9 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import roles
 from labeling.api import serializers as s
 from labeling.models import PromptSet
+from labeling.permissions import HasPermissions
+from labeling.roles import ANNOTATE, MANAGE_PROMPT_SETS, VIEW_PROMPT_SETS
 from labeling.selectors import prompt_sets_with_progress
 from labeling.services.errors import ImportRejected, LabelingError
 from labeling.services.importing import import_file
@@ -23,18 +24,24 @@ from labeling.services.queue import next_task_for, skip_assignment
 from labeling.services.ranking import submit_ranking
 
 
-class CanAnnotate(permissions.BasePermission):
+class CanAnnotate(HasPermissions):
+    required = (ANNOTATE,)
     message = "Only annotators can take and rank tasks."
 
-    def has_permission(self, request, view) -> bool:
-        return roles.can_annotate(request.user)
+
+class CanSeePromptSets(permissions.BasePermission):
+    """Annotators pick a set to rank from the list; whoever may view prompt sets (admins) sees them all."""
+
+    message = "Prompt sets are listed to annotators and to those who may view prompt sets."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and (user.has_perm(ANNOTATE) or user.has_perm(VIEW_PROMPT_SETS)))
 
 
-class CanManagePromptSets(permissions.BasePermission):
+class CanManagePromptSets(HasPermissions):
+    required = (MANAGE_PROMPT_SETS,)
     message = "Only admins who may change prompt sets can import into them."
-
-    def has_permission(self, request, view) -> bool:
-        return roles.can_manage_prompt_sets(request.user)
 
 
 def _refused(error: LabelingError) -> Response:
@@ -44,10 +51,13 @@ def _refused(error: LabelingError) -> Response:
 class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
     """Prompt sets with their progress; admins import prompts and rollouts into one."""
 
+    permission_classes = [CanSeePromptSets]
     serializer_class = s.PromptSetOut
 
     def get_queryset(self):
-        return prompt_sets_with_progress(include_paused=self.request.user.is_staff).order_by("name")
+        # Paused sets cannot be ranked, so only those who manage sets see them.
+        include_paused = self.request.user.has_perm(VIEW_PROMPT_SETS)
+        return prompt_sets_with_progress(include_paused=include_paused).order_by("name")
 
     @extend_schema(request=s.ImportIn, responses={201: s.ImportOut, 400: OpenApiResponse(description="Bad file")})
     @action(

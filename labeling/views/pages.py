@@ -6,30 +6,20 @@ the full page, so every link and form also works without JavaScript.
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required, user_passes_test
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from labeling import roles
 from labeling.forms import tiers_from_ranks
 from labeling.models import Assignment, PromptSet
+from labeling.permissions import requires_permission
+from labeling.roles import ANNOTATE
 from labeling.selectors import annotator_stats, prompt_sets_with_progress, remaining_for, shown_rollouts
 from labeling.services.errors import LabelingError
 from labeling.services.queue import next_task_for, skip_assignment
 from labeling.services.ranking import submit_ranking
 
-
-def annotator_required(view):
-    def check(user) -> bool:
-        if not user.is_authenticated:
-            return False
-        if not roles.can_annotate(user):
-            raise PermissionDenied("Only annotators can rank.")
-        return True
-
-    return login_required(user_passes_test(check)(view))
+annotator_required = requires_permission(ANNOTATE, "Only annotators can rank.")
 
 
 @annotator_required

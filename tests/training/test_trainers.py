@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from datasets import Dataset
 from training.trainers import ConfigError, DPORunConfig, RewardRunConfig, TrainResult
 from training.trainers.data import load_preference_splits, preference_format
 from training.trainers.dpo import train_dpo
-from training.trainers.evaluation import completion_logps
+from training.trainers.evaluation import completion_logps, reward_metrics, reward_scores
 from training.trainers.reward import train_reward_model
 from training.trainers.tiny import build_tiny_causal_lm
 
@@ -28,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Enough steps for the tiny model to learn the politeness signal, few enough for ~1-2 s per run on a laptop CPU.
 REWARD_CONFIG = {"learning_rate": 1e-3, "max_steps": 24, "per_device_batch_size": 16, "logging_steps": 4}
-DPO_CONFIG = {"learning_rate": 1e-3, "max_steps": 12, "per_device_batch_size": 16, "logging_steps": 4}
+DPO_CONFIG = {"learning_rate": 1e-3, "max_steps": 12, "per_device_batch_size": 16, "logging_steps": 4, "beta": 0.1}
 LORA_CONFIG = {**DPO_CONFIG, "learning_rate": 5e-3, "lora": True, "lora_r": 8, "lora_alpha": 16}
 
 
@@ -87,7 +88,11 @@ def test_reward_training_updates_every_backbone_weight_and_saves_a_scalar_head(r
 
     saved = AutoModelForSequenceClassification.from_pretrained(reward_run.output_dir)
     assert saved.config.num_labels == 1
-    assert AutoTokenizer.from_pretrained(reward_run.output_dir).pad_token == "<|pad|>"
+    # The tokenizer travels with the weights: the saved one encodes and pads exactly as the base's did.
+    saved_tokenizer = AutoTokenizer.from_pretrained(reward_run.output_dir)
+    base_tokenizer = AutoTokenizer.from_pretrained(tiny_base_model)
+    assert saved_tokenizer.get_vocab() == base_tokenizer.get_vocab()
+    assert saved_tokenizer.pad_token_id == base_tokenizer.pad_token_id is not None
     base = _causal_lm_weights(tiny_base_model)
     unchanged = [
         name
@@ -150,23 +155,19 @@ def test_dpo_with_lora_saves_a_merged_plain_causal_lm(lora_run, tiny_base_model)
     assert lora_run.metrics["test_reward_margin_after"] > 0
 
 
-def test_merged_lora_model_reproduces_the_adapters_held_out_log_probs(lora_run, preference_rows):
+def test_merged_lora_model_reproduces_the_adapters_held_out_log_probs(lora_run, standard_dataset, tmp_path):
     """Reloaded from disk, the merged LoRA model gives the same held-out chosen log-prob the adapter had in training."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(lora_run.output_dir)
-    model = AutoModelForCausalLM.from_pretrained(lora_run.output_dir).eval()
-    logps = []
-    for row in preference_rows["test"]:
-        prompt_ids = tokenizer(row["prompt"])["input_ids"]
-        full_ids = tokenizer(row["prompt"] + row["chosen"] + tokenizer.eos_token)["input_ids"]
-        assert full_ids[: len(prompt_ids)] == prompt_ids  # the prompt is a token prefix, as TRL assumes
-        input_ids = torch.tensor([full_ids])
-        completion_mask = torch.tensor([[0] * len(prompt_ids) + [1] * (len(full_ids) - len(prompt_ids))])
-        with torch.no_grad():
-            logits = model(input_ids=input_ids).logits
-        logps.append(completion_logps(logits, input_ids, completion_mask).item())
-    assert sum(logps) / len(logps) == pytest.approx(lora_run.metrics["test_chosen_logp_after"], rel=1e-4)
+    # The "before" figures of a new run starting from the merged model are that model's held-out log-probs, computed
+    # by the same code (and TRL's own tokenization) that measured the adapter after training.
+    from_merged = train_dpo(
+        dataset_path=standard_dataset,
+        policy_model=lora_run.output_dir,
+        output_dir=tmp_path / "model",
+        config=DPORunConfig.from_dict({**DPO_CONFIG, "max_steps": 1}),
+    )
+    before, adapter = from_merged.metrics, lora_run.metrics
+    assert before["test_chosen_logp_before"] == pytest.approx(adapter["test_chosen_logp_after"], rel=1e-4)
+    assert before["test_rejected_logp_before"] == pytest.approx(adapter["test_rejected_logp_after"], rel=1e-4)
 
 
 def test_an_explicit_reference_model_anchors_the_implicit_reward(dpo_run, tiny_base_model, standard_dataset, tmp_path):
@@ -179,7 +180,7 @@ def test_an_explicit_reference_model_anchors_the_implicit_reward(dpo_run, tiny_b
         config=DPORunConfig.from_dict({**DPO_CONFIG, "max_steps": 1}),
     )
     # reward margin = beta * (policy margin - reference margin); the reference prefers chosen far more than the base.
-    expected = DPORunConfig().beta * (
+    expected = DPO_CONFIG["beta"] * (
         dpo_run.metrics["test_logp_margin_before"] - dpo_run.metrics["test_logp_margin_after"]
     )
     assert result.metrics["test_reward_margin_before"] == pytest.approx(expected, rel=1e-3)
@@ -361,6 +362,39 @@ def test_completion_logps_sums_only_completion_tokens():
     # Token 2 (id 0) is predicted at position 1, token 3 (id 2) at position 2.
     expected = torch.log_softmax(logits[0, 1], -1)[0] + torch.log_softmax(logits[0, 2], -1)[2]
     assert completion_logps(logits, input_ids, completion_mask).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+class _SumOfIds(torch.nn.Module):
+    """A stand-in scorer whose reward for a row is the sum of its unmasked token ids: easy to work by hand."""
+
+    def forward(self, input_ids, attention_mask, **kwargs):
+        assert not self.training  # evaluation runs without dropout
+        return SimpleNamespace(logits=(input_ids * attention_mask).sum(-1, keepdim=True).float())
+
+
+def test_reward_scores_split_each_batch_into_chosen_then_rejected_and_restore_training_mode():
+    """Rows [chosen..., rejected...] of every batch are scored and concatenated in order; one heartbeat per batch."""
+    batches = [
+        # 2 pairs: chosen rows score 3 and 5, rejected rows 1 and 0 (the padded 9 is masked out).
+        {
+            "input_ids": torch.tensor([[1, 2], [5, 0], [1, 0], [9, 0]]),
+            "attention_mask": torch.tensor([[1, 1]] * 3 + [[0, 0]]),
+        },
+        # 1 pair: chosen 4, rejected 7.
+        {"input_ids": torch.tensor([[4, 0], [3, 4]]), "attention_mask": torch.tensor([[1, 1], [1, 1]])},
+    ]
+    model = _SumOfIds().train()
+    beats = []
+    chosen, rejected = reward_scores(model, batches, heartbeat=lambda: beats.append(1))
+    assert chosen.tolist() == [3.0, 5.0, 4.0] and rejected.tolist() == [1.0, 0.0, 7.0]
+    assert reward_metrics(chosen, rejected)["accuracy"] == pytest.approx(2 / 3)
+    assert len(beats) == 2 and model.training
+
+
+def test_an_evaluation_without_batches_yields_empty_scores():
+    """A test split whose pairs were all dropped gives two empty tensors, not an error."""
+    chosen, rejected = reward_scores(_SumOfIds(), [])
+    assert chosen.numel() == rejected.numel() == 0
 
 
 def test_tiny_model_is_deterministic_given_its_seed(tmp_path):

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, permissions, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from labeling import roles
+from labeling.permissions import HasPermissions, ModelPermissions
 from training.api import serializers as s
 from training.models import DatasetVersion, ModelVersion, TrainingRun
 from training.services.export import ExportError, ExportOptions, dataset_file, export_dataset
 from training.services.runs import RunRejected, cancel_run, start_run
 
 
-class IsResearcher(permissions.BasePermission):
+class ResearcherPermissions(ModelPermissions):
+    """Reads need the model's view permission, creates its add permission (researchers hold both)."""
+
     message = "Training is for researchers and admins."
 
-    def has_permission(self, request, view) -> bool:
-        return roles.can_train(request.user)
+
+class CanCancelRuns(HasPermissions):
+    required = ("training.change_trainingrun",)
+    message = "Cancelling a run needs the permission to change training runs."
 
 
 class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    permission_classes = [IsResearcher]
+    permission_classes = [ResearcherPermissions]
     serializer_class = s.DatasetVersionOut
     queryset = DatasetVersion.objects.prefetch_related("prompt_sets").order_by("-created_at")
 
@@ -67,7 +71,7 @@ class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
 
 
 class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    permission_classes = [IsResearcher]
+    permission_classes = [ResearcherPermissions]
     serializer_class = s.RunOut
     queryset = TrainingRun.objects.select_related("model_version").order_by("-created_at")
 
@@ -92,12 +96,12 @@ class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
         return Response(s.RunOut(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: s.RunOut})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[CanCancelRuns])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         return Response(s.RunOut(cancel_run(self.get_object())).data)
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
-    permission_classes = [IsResearcher]
+    permission_classes = [ResearcherPermissions]
     serializer_class = s.ModelVersionOut
     queryset = ModelVersion.objects.order_by("-created_at")

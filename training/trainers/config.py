@@ -16,7 +16,7 @@ import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 __all__ = ["DPO_LOSS_TYPES", "RUN_CONFIGS", "ConfigError", "DPORunConfig", "RewardRunConfig"]
 
@@ -258,6 +258,14 @@ def _float_in(
             expectation = f"a number in [{low}, {high}{']' if high_inclusive else ')'}"
         raise _fail(config, name, expectation)
     return float(value)
+
+
+@overload
+def _int_at_least(config: _RunConfig, name: str, minimum: int, *, optional: Literal[False] = False) -> int: ...
+
+
+@overload
+def _int_at_least(config: _RunConfig, name: str, minimum: int, *, optional: Literal[True]) -> int | None: ...
 
 
 def _int_at_least(config: _RunConfig, name: str, minimum: int, *, optional: bool = False) -> int | None:

@@ -4,6 +4,8 @@ The export writes `train.parquet` and `test.parquet` with `prompt`/`chosen`/`rej
 ("standard": strings; "conversational": lists of {"role", "content"} messages) plus bookkeeping columns (`weight`,
 `annotator`, `prompt_id`, ...). TRL would try to tokenize or collate those extras, so they are dropped here, and a
 malformed export fails now with a message naming the file and column rather than deep inside a tokenizer.
+Standard-format prompts get the prompt/completion separator of `formatting.completion_prompt` here, at training
+time, so the exported files stay exactly what was imported.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, LargeList, List, Value
 from datasets.table import InMemoryTable
+
+from training.trainers.formatting import completion_prompt
 
 PREFERENCE_COLUMNS: tuple[str, ...] = ("prompt", "chosen", "rejected")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -47,7 +51,12 @@ def load_preference_splits(dataset_path: str | Path) -> DatasetDict:
         if "tie" in dataset.column_names:
             # Tie rows (an export option) say "neither is better": no preference to learn from.
             dataset = dataset.filter(lambda is_tie: not is_tie, input_columns="tie")
-        splits[split] = dataset.select_columns(list(PREFERENCE_COLUMNS))
+        dataset = dataset.select_columns(list(PREFERENCE_COLUMNS))
+        if formats.get(split) == STANDARD:
+            # The export holds prompts byte for byte as imported; the separator TRL's plain concatenation needs
+            # is added here, by the rule generation and reward scoring use too.
+            dataset = dataset.map(lambda prompt: {"prompt": completion_prompt(prompt)}, input_columns="prompt")
+        splits[split] = dataset
     if len(set(formats.values())) > 1:
         raise ValueError(
             f"train.parquet is {formats['train']} but test.parquet is {formats['test']} in {root}; "

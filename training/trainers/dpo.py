@@ -1,4 +1,4 @@
-"""Direct Preference Optimization: a thin lifecycle (setup -> evaluate -> train -> evaluate -> save) over TRL.
+"""Direct Preference Optimization: the shared lifecycle (setup -> evaluate -> train -> evaluate -> save) over TRL.
 
 The reference policy is loaded separately and frozen: from `ref_model` when given, else from `policy_model` itself
 (TRL's own fallback reloads by config name, which breaks for some local setups). With `lora=True` and no `ref_model`
@@ -9,30 +9,19 @@ output is a plain causal LM (a LoRA adapter is merged first), so generation and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from datasets import DatasetDict
+from datasets import Dataset
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from trl import DPOConfig, DPOTrainer
 
-from ._runtime import (
-    RunClock,
-    ThroughputMixin,
-    build_result,
-    load_tokenizer,
-    phase_metrics,
-    quiet_console,
-    release_memory,
-    require_test_split,
-    resolve_device,
-    summary_metrics,
-    trl_arguments,
-)
+from ._runtime import ThroughputMixin, load_tokenizer, phase_metrics, quiet_console, trl_arguments
 from .config import DPORunConfig
-from .data import load_preference_splits
 from .evaluation import dpo_metrics, sequence_logps
+from .lifecycle import run_preference_training
 from .progress import Heartbeat, OnLog, ProgressReporter, ShouldStop
 from .result import TrainResult
 
@@ -59,79 +48,75 @@ def train_dpo(
     beta * (log pi - log pi_ref) margin and accuracy (`reward_*`). A run cancelled through `should_stop` saves
     nothing and returns `stopped_early=True`.
     """
-    output_dir = Path(output_dir)
-    device = resolve_device(config.device)
-    clock = RunClock.start(device)
-    progress = ProgressReporter(on_log=on_log, should_stop=should_stop, heartbeat=heartbeat)
-    progress.beat()
-
-    splits = load_preference_splits(dataset_path)
-    require_test_split(config, len(splits["test"]), dataset_path)
-    trainer = _setup_trainer(
-        splits=splits,
-        policy_model=policy_model,
-        ref_model=ref_model,
+    return run_preference_training(
+        _DPORecipe(policy_model=policy_model, ref_model=ref_model, config=config),
+        dataset_path=dataset_path,
         output_dir=output_dir,
         config=config,
-        device=device,
-        progress=progress,
+        on_log=on_log,
+        should_stop=should_stop,
+        heartbeat=heartbeat,
     )
-    try:
-        # Counted after TRL's preprocessing, which drops pairs whose prompt alone fills max_length.
-        metrics: dict[str, float] = {"train_pairs": float(len(trainer.train_dataset))}
-        reference_logps = None
-        if config.eval:
-            reference_logps = _test_logps(trainer, progress, reference=True)
-            metrics |= _held_out_metrics(trainer, progress, reference_logps, config.beta, "before")
-        train_output = trainer.train()
-        metrics |= summary_metrics(train_output.metrics)
-        if not progress.stopped_early:
-            if config.eval:
-                metrics |= _held_out_metrics(trainer, progress, reference_logps, config.beta, "after")
-            _save_merged(trainer, output_dir)
-        return build_result(
-            trainer=trainer,
-            progress=progress,
-            output_dir=output_dir,
-            metrics=metrics,
-            train_seconds=float(train_output.metrics.get("train_runtime", 0.0)),
-            clock=clock,
+
+
+@dataclass
+class _DPORecipe:
+    policy_model: str
+    ref_model: str | None
+    config: DPORunConfig
+    # The reference never changes during a run: its held-out log-probs are computed once, at the first evaluation.
+    _reference_logps: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False)
+
+    def setup(
+        self,
+        *,
+        train_dataset: Dataset,
+        eval_dataset: Dataset | None,
+        output_dir: Path,
+        device: str,
+        progress: ProgressReporter,
+    ) -> _DPOTrainer:
+        config = self.config
+        args = DPOConfig(
+            **trl_arguments(config, output_dir=output_dir, device=device),
+            beta=config.beta,
+            # RPO: TRL sums the listed losses with these weights; "sft" is the NLL of the chosen answers.
+            loss_type=[config.loss_type, "sft"] if config.sft_weight > 0 else [config.loss_type],
+            loss_weights=[1.0, config.sft_weight] if config.sft_weight > 0 else None,
         )
-    finally:
-        del trainer
-        release_memory(device)
+        trainer = _DPOTrainer(
+            model=self.policy_model,
+            ref_model=_reference_model(self.ref_model, self.policy_model, config),
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=load_tokenizer(self.policy_model),
+            peft_config=_lora_config(config) if config.lora else None,
+            callbacks=[progress],
+        )
+        quiet_console(trainer)
+        return trainer
 
+    def held_out_metrics(self, trainer: _DPOTrainer, progress: ProgressReporter, phase: str) -> dict[str, float]:
+        if self._reference_logps is None:
+            self._reference_logps = _test_logps(trainer, progress, reference=True)
+        policy_chosen, policy_rejected = _test_logps(trainer, progress, reference=False)
+        metrics = {"test_pairs": float(len(policy_chosen))}
+        if len(policy_chosen):
+            ref_chosen, ref_rejected = self._reference_logps
+            metrics |= phase_metrics(
+                dpo_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=self.config.beta), phase
+            )
+        return metrics
 
-def _setup_trainer(
-    *,
-    splits: DatasetDict,
-    policy_model: str,
-    ref_model: str | None,
-    output_dir: Path,
-    config: DPORunConfig,
-    device: str,
-    progress: ProgressReporter,
-) -> _DPOTrainer:
-    needs_test = config.eval or config.eval_steps is not None
-    args = DPOConfig(
-        **trl_arguments(config, output_dir=output_dir, device=device),
-        beta=config.beta,
-        # RPO: TRL sums the listed losses with these weights; "sft" is the NLL of the chosen answers.
-        loss_type=[config.loss_type, "sft"] if config.sft_weight > 0 else [config.loss_type],
-        loss_weights=[1.0, config.sft_weight] if config.sft_weight > 0 else None,
-    )
-    trainer = _DPOTrainer(
-        model=policy_model,
-        ref_model=_reference_model(ref_model, policy_model, config),
-        args=args,
-        train_dataset=splits["train"],
-        eval_dataset=splits["test"] if needs_test else None,
-        processing_class=load_tokenizer(policy_model),
-        peft_config=_lora_config(config) if config.lora else None,
-        callbacks=[progress],
-    )
-    quiet_console(trainer)
-    return trainer
+    def save(self, trainer: _DPOTrainer, output_dir: Path) -> None:
+        """Save a plain causal LM: merge a LoRA adapter into the base weights first."""
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if isinstance(model, PeftModel):
+            model.merge_and_unload().save_pretrained(output_dir)
+            trainer.processing_class.save_pretrained(output_dir)
+        else:
+            trainer.save_model(str(output_dir))  # model + tokenizer
 
 
 def _reference_model(ref_model: str | None, policy_model: str, config: DPORunConfig) -> PreTrainedModel | None:
@@ -171,31 +156,3 @@ def _test_logps(
         return sequence_logps(trainer.ref_model, loader, **kwargs)
     with model.disable_adapter():  # LoRA without an explicit reference: the base model is the reference
         return sequence_logps(model, loader, **kwargs)
-
-
-def _held_out_metrics(
-    trainer: _DPOTrainer,
-    progress: ProgressReporter,
-    reference_logps: tuple[torch.Tensor, torch.Tensor],
-    beta: float,
-    phase: str,
-) -> dict[str, float]:
-    policy_chosen, policy_rejected = _test_logps(trainer, progress, reference=False)
-    metrics = {"test_pairs": float(len(policy_chosen))}
-    if len(policy_chosen):
-        ref_chosen, ref_rejected = reference_logps
-        metrics |= phase_metrics(
-            dpo_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=beta), phase
-        )
-    return metrics
-
-
-def _save_merged(trainer: _DPOTrainer, output_dir: Path) -> None:
-    """Save a plain causal LM: merge a LoRA adapter into the base weights first."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if isinstance(model, PeftModel):
-        model.merge_and_unload().save_pretrained(output_dir)
-        trainer.processing_class.save_pretrained(output_dir)
-    else:
-        trainer.save_model(str(output_dir))  # model + tokenizer

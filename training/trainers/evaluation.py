@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 
-@torch.no_grad()
 def reward_scores(
     model: nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -29,22 +28,12 @@ def reward_scores(
 
     TRL's reward collator stacks a batch as [chosen_0..chosen_B-1, rejected_0..rejected_B-1].
     """
-    was_training = model.training
-    model.eval()
-    chosen, rejected = [], []
-    try:
-        for batch in batches:
-            with autocast():
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            scores = logits.squeeze(-1).float()  # (2B, 1) -> (2B,)
-            batch_chosen, batch_rejected = scores.chunk(2)
-            chosen.append(batch_chosen.cpu())
-            rejected.append(batch_rejected.cpu())
-            if heartbeat is not None:
-                heartbeat()
-    finally:
-        model.train(was_training)
-    return _concat(chosen), _concat(rejected)
+
+    def score(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return logits.squeeze(-1).float()  # (2B, 1) -> (2B,)
+
+    return _paired_scores(model, batches, score, autocast=autocast, heartbeat=heartbeat)
 
 
 def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
@@ -72,7 +61,6 @@ def completion_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_m
     return torch.stack(sums)
 
 
-@torch.no_grad()
 def sequence_logps(
     model: nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -84,17 +72,36 @@ def sequence_logps(
 
     TRL's DPO collator stacks a batch as [prompt+chosen rows, prompt+rejected rows] with a `completion_mask`.
     """
+
+    def score(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        return completion_logps(logits, batch["input_ids"], batch["completion_mask"])
+
+    return _paired_scores(model, batches, score, autocast=autocast, heartbeat=heartbeat)
+
+
+@torch.no_grad()
+def _paired_scores(
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    score: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    *,
+    autocast: Callable[[], AbstractContextManager],
+    heartbeat: Callable[[], None] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one evaluation loop: `score` maps a batch of 2B rows (B chosen, then B rejected) to 2B values.
+
+    The model is put in eval mode (no dropout) for the pass and restored after, so evaluating between training
+    phases never changes how training continues.
+    """
     was_training = model.training
     model.eval()
     chosen, rejected = [], []
     try:
         for batch in batches:
             with autocast():
-                logits = model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-                ).logits
-            logps = completion_logps(logits, batch["input_ids"], batch["completion_mask"]).cpu()
-            batch_chosen, batch_rejected = logps.chunk(2)
+                scores = score(batch)
+            batch_chosen, batch_rejected = scores.cpu().chunk(2)
             chosen.append(batch_chosen)
             rejected.append(batch_rejected)
             if heartbeat is not None:

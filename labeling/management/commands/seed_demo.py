@@ -1,5 +1,5 @@
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
 from labeling import roles
@@ -17,14 +17,14 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="prefloop-demo", help="Password for the demo accounts.")
 
     def handle(self, *args, **options) -> None:
-        roles.ensure_groups()
+        roles.ensure_groups()  # migrate made them; this only repairs a group deleted by hand
         password = options["password"]
         users = get_user_model().objects
         accounts = {
             "admin": {"is_staff": True, "is_superuser": True},
             "annotator": {},
             "annotator2": {},
-            "researcher": {"is_staff": True},
+            "researcher": {"is_staff": True},  # staff to enter the admin; the rights come from the group
         }
         for username, flags in accounts.items():
             user, created = users.get_or_create(username=username, defaults=flags)
@@ -35,10 +35,6 @@ class Command(BaseCommand):
                 user.groups.add(Group.objects.get(name=roles.ANNOTATORS))
             if username == "researcher":
                 user.groups.add(Group.objects.get(name=roles.RESEARCHERS))
-        # Researchers run training from the admin. By app label, so labeling imports nothing of training.
-        Group.objects.get(name=roles.RESEARCHERS).permissions.add(
-            *Permission.objects.filter(content_type__app_label="training")
-        )
         prompt_set, _ = PromptSet.objects.get_or_create(
             name=DEMO_SET,
             defaults={"description": "Twenty prompts, four responses each.", "rollouts_per_task": 4, "overlap": 2},
