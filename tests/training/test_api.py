@@ -19,17 +19,10 @@ def data_dir(settings, tmp_path):
 
 @pytest.fixture
 def researcher():
-    """A researcher as seed_demo makes one: staff, in the researchers group, with the training permissions."""
-    from django.contrib.auth.models import Group, Permission
+    """A researcher as seed_demo makes one: staff, in the researchers group (whose rights migrate grants)."""
+    from tests.factories import ResearcherFactory
 
-    from labeling.roles import RESEARCHERS
-    from tests.factories import UserFactory
-
-    group, _ = Group.objects.get_or_create(name=RESEARCHERS)
-    group.permissions.add(*Permission.objects.filter(content_type__app_label="training"))
-    user = UserFactory(is_staff=True)
-    user.groups.add(group)
-    return user
+    return ResearcherFactory()
 
 
 @pytest.fixture

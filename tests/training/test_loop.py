@@ -46,4 +46,4 @@ def test_one_round_of_the_loop_improves_the_policy_by_human_judgement(settings, 
     page = client.get(f"/training/win-rates/{report.prompt_set}/").content.decode()
     assert report.new_policy in page and report.reward_model in page and "<svg" in page
     client.force_login(AnnotatorFactory())
-    assert client.get(f"/training/win-rates/{report.prompt_set}/").status_code == 302
+    assert client.get(f"/training/win-rates/{report.prompt_set}/").status_code == 403  # signed in, not allowed
