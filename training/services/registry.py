@@ -83,8 +83,9 @@ def predecessor_of(model: ModelVersion) -> ModelVersion | None:
     """The model this one was trained from: its parent, or (for a reward model) its run's starting model."""
     if model.parent_id:
         return model.parent
-    if model.run_id and model.run.parent_model_id:
-        return model.run.parent_model
+    run = model.run  # None without a query when the model was registered by hand
+    if run is not None and run.parent_model_id:
+        return run.parent_model
     return None
 
 
