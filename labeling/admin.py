@@ -10,16 +10,13 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from labeling.forms import ImportForm
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
 from labeling.selectors import progress_of, prompt_sets_with_progress
 from labeling.services.errors import ImportRejected
-from labeling.services.importing import import_file
+from labeling.services.importing import ImportReport, import_file
+from labeling.services.parsing import PromptRecord, sha256_text
 from labeling.services.task_builder import build_tasks
-
-
-class ImportForm(forms.Form):
-    file = forms.FileField(help_text="JSONL (one prompt per line, or one rollout per line) or CSV.")
-    format = forms.ChoiceField(choices=[("", "from the file name"), ("jsonl", "JSONL"), ("csv", "CSV")], required=False)
 
 
 @admin.register(PromptSet)
@@ -72,15 +69,15 @@ class PromptSetAdmin(admin.ModelAdmin):
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Pause the selected sets")
+    @admin.action(description="Pause the selected sets", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[PromptSet]) -> None:
         PromptSet.objects.filter(pk__in=queryset.values("pk")).update(is_paused=True)
 
-    @admin.action(description="Resume the selected sets")
+    @admin.action(description="Resume the selected sets", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[PromptSet]) -> None:
         PromptSet.objects.filter(pk__in=queryset.values("pk")).update(is_paused=False)
 
-    @admin.action(description="Build tasks for rollouts not yet in a task")
+    @admin.action(description="Build tasks for rollouts not yet in a task", permissions=["change"])
     def rebuild_tasks(self, request: HttpRequest, queryset: QuerySet[PromptSet]) -> None:
         for prompt_set in PromptSet.objects.filter(pk__in=queryset.values("pk")):
             created = build_tasks(prompt_set)
@@ -98,6 +95,7 @@ class PromptSetAdmin(admin.ModelAdmin):
             return HttpResponse(status=403)
         form = ImportForm(request.POST or None, request.FILES or None)
         rejected: ImportRejected | None = None
+        imported: ImportReport | None = None
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             try:
@@ -106,55 +104,135 @@ class PromptSetAdmin(admin.ModelAdmin):
                     data=upload.read(),
                     filename=upload.name,
                     fmt=form.cleaned_data["format"] or None,
+                    skip_invalid=form.cleaned_data["skip_invalid"],
                 )
             except ImportRejected as error:
                 rejected = error
             else:
                 self.message_user(request, f"Imported into {prompt_set}: {report}.", messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:labeling_promptset_change", args=[pk]))
+                if not report.skipped:
+                    return HttpResponseRedirect(reverse("admin:labeling_promptset_change", args=[pk]))
+                # Stay on the page: the skipped lines are the part the admin has to read.
+                imported = report
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "prompt_set": prompt_set,
             "form": form,
             "rejected": rejected,
+            "imported": imported,
             "title": f"Import into {prompt_set}",
         }
         return render(request, "admin/labeling/promptset/import.html", context, status=400 if rejected else 200)
+
+
+def _shown_to_annotators(prompt: Prompt) -> bool:
+    """Whether any task of this prompt was handed out: from then on its rankings refer to the stored text."""
+    return Assignment.objects.filter(task__prompt=prompt).exists()
+
+
+class PromptAdminForm(forms.ModelForm):
+    """Keeps the content hash in step with the text, and names the duplicate instead of failing on the constraint."""
+
+    class Meta:
+        model = Prompt
+        fields = ["prompt_set", "text", "messages", "external_id", "metadata"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if not {"text", "messages"} & set(self.fields) or self.errors:
+            return cleaned  # content is read-only here, or already invalid
+        text = cleaned.get("text", self.instance.text) or ""
+        messages = cleaned.get("messages", self.instance.messages)
+        prompt_set = cleaned.get("prompt_set") or getattr(self.instance, "prompt_set", None)
+        content_hash = PromptRecord(line=0, text=text, messages=messages).content_hash
+        duplicate = (
+            Prompt.objects.filter(prompt_set=prompt_set, content_hash=content_hash).exclude(pk=self.instance.pk).first()
+        )
+        if duplicate is not None:
+            raise forms.ValidationError(
+                f"{prompt_set} already has this prompt (prompt #{duplicate.pk}); a set holds each prompt once."
+            )
+        self.instance.content_hash = content_hash
+        return cleaned
+
+
+class RolloutInlineForm(forms.ModelForm):
+    """A stored rollout is shown disabled (the browser's values are ignored); a new row gets its content hash."""
+
+    class Meta:
+        model = Rollout
+        fields = ["policy", "text", "generation"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            for field in self.fields.values():
+                field.disabled = True
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.instance.pk is not None or "text" not in cleaned:
+            return cleaned
+        content_hash = sha256_text(cleaned["text"])
+        self.instance.content_hash = content_hash
+        policy = cleaned.get("policy", "")
+        prompt_id = self.instance.prompt_id  # None on the add page: the prompt is new, so is every rollout
+        if prompt_id and Rollout.objects.filter(prompt_id=prompt_id, policy=policy, content_hash=content_hash).exists():
+            raise forms.ValidationError(f"This prompt already has this response from policy {policy!r}.")
+        return cleaned
+
+
+class RolloutFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        seen: set[tuple[str, str]] = set()
+        for form in self.forms:
+            if form.instance.pk is not None or not form.has_changed() or "text" not in form.cleaned_data:
+                continue
+            key = (form.cleaned_data.get("policy", ""), form.instance.content_hash)
+            if key in seen:
+                raise forms.ValidationError(f"The same response from policy {key[0]!r} is entered twice.")
+            seen.add(key)
 
 
 class RolloutInline(admin.TabularInline):
     """Rollouts are what annotators judged: new ones may be added, stored ones are never rewritten or removed."""
 
     model = Rollout
+    form = RolloutInlineForm
+    formset = RolloutFormSet
     extra = 0
     fields = ["policy", "text", "generation"]
     can_delete = False
 
-    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
-        return self.fields if obj is not None and obj.rollouts.exists() else []
-
 
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
+    """A prompt's content is editable until an annotator is handed one of its tasks; then it is read-only."""
+
+    form = PromptAdminForm
     list_display = ["id", "__str__", "prompt_set", "external_id"]
     list_filter = ["prompt_set"]
     search_fields = ["text", "external_id"]
-    readonly_fields = ["content_hash"]
     inlines = [RolloutInline]
 
-    def save_model(self, request, obj, form, change) -> None:
-        from labeling.services.parsing import PromptRecord
+    def get_readonly_fields(self, request: HttpRequest, obj: Prompt | None = None) -> list[str]:
+        readonly = ["content_hash"]
+        if obj is None:
+            return readonly
+        if obj.tasks.exists():
+            readonly.append("prompt_set")  # its tasks belong to this set
+        if _shown_to_annotators(obj):
+            readonly = [*readonly, "text", "messages", "editing"]
+        return readonly
 
-        obj.content_hash = PromptRecord(line=0, text=obj.text, messages=obj.messages).content_hash
-        super().save_model(request, obj, form, change)
-
-    def save_formset(self, request, form, formset, change) -> None:
-        from labeling.services.parsing import sha256_text
-
-        for rollout in formset.save(commit=False):
-            rollout.content_hash = sha256_text(rollout.text)
-            rollout.save()
+    @admin.display(description="editing")
+    def editing(self, prompt: Prompt) -> str:
+        return (
+            "Read-only: annotators were shown this prompt, and their rankings refer to this text. "
+            "Import the changed prompt as a new one instead."
+        )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
