@@ -1,12 +1,26 @@
-"""The ranking form posted by the annotator page (works without JavaScript: one rank box per response)."""
+"""Forms: the ranking form posted by the annotator page (works without JavaScript: one rank box per
+response), and the admin's import form."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
 
+from django import forms
+
 from labeling.models import Ranking
 from labeling.services.errors import RankingRejected
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="JSONL (one prompt per line, or one rollout per line) or CSV.")
+    format = forms.ChoiceField(choices=[("", "from the file name"), ("jsonl", "JSONL"), ("csv", "CSV")], required=False)
+    skip_invalid = forms.BooleanField(
+        required=False,
+        label="Skip bad lines",
+        help_text="Import the good lines and list every bad one with its reason. "
+        "Unchecked, a file with any bad line is refused whole and nothing is written.",
+    )
 
 
 def tiers_from_ranks(post: Mapping[str, str], shown: list[int]) -> tuple[list[list[int]], dict[str, str], bool]:

@@ -96,11 +96,20 @@ class ImportIn(serializers.Serializer):
     file = serializers.FileField(required=False)
     content = serializers.CharField(required=False, trim_whitespace=False, help_text="The file's text, inline.")
     format = serializers.ChoiceField(choices=["jsonl", "csv"], required=False)
+    skip_invalid = serializers.BooleanField(
+        default=False,
+        help_text="Import the good lines and list every skipped bad line, instead of refusing the whole file.",
+    )
 
     def validate(self, attrs: dict) -> dict:
         if bool(attrs.get("file")) == bool(attrs.get("content")):
             raise serializers.ValidationError("Send exactly one of 'file' (multipart) or 'content'.")
         return attrs
+
+
+class SkippedLineOut(serializers.Serializer):
+    line = serializers.IntegerField()
+    reason = serializers.CharField()
 
 
 class ImportOut(serializers.Serializer):
@@ -109,3 +118,5 @@ class ImportOut(serializers.Serializer):
     rollouts_created = serializers.IntegerField()
     rollouts_existing = serializers.IntegerField()
     tasks_created = serializers.IntegerField()
+    lines_skipped = serializers.IntegerField(help_text="Bad lines left out (skip_invalid only).")
+    skipped = SkippedLineOut(many=True, help_text="Every skipped line with its reason, in file order.")

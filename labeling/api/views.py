@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
@@ -59,7 +57,14 @@ class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
         include_paused = self.request.user.has_perm(VIEW_PROMPT_SETS)
         return prompt_sets_with_progress(include_paused=include_paused).order_by("name")
 
-    @extend_schema(request=s.ImportIn, responses={201: s.ImportOut, 400: OpenApiResponse(description="Bad file")})
+    @extend_schema(
+        request=s.ImportIn,
+        responses={
+            201: s.ImportOut,
+            200: OpenApiResponse(s.ImportOut, description="Nothing new: every prompt and rollout was already there"),
+            400: OpenApiResponse(description="Bad file: every bad line with its reason; nothing was written"),
+        },
+    )
     @action(
         detail=True,
         methods=["post"],
@@ -79,6 +84,7 @@ class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
                 data=data,
                 filename=getattr(upload, "name", ""),
                 fmt=params.validated_data.get("format"),
+                skip_invalid=params.validated_data["skip_invalid"],
             )
         except ImportRejected as error:
             body = {
@@ -87,7 +93,8 @@ class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
                 "errors": [{"line": line, "reason": reason} for line, reason in error.errors],
             }
             return Response(body, status=status.HTTP_400_BAD_REQUEST)
-        return Response(s.ImportOut(asdict(report)).data, status=status.HTTP_201_CREATED)
+        code = status.HTTP_201_CREATED if report.created_anything else status.HTTP_200_OK
+        return Response(s.ImportOut(report).data, status=code)
 
 
 class NextTaskView(APIView):

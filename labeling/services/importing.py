@@ -1,7 +1,13 @@
-"""Import prompts with rollouts into a prompt set: all or nothing, and idempotent."""
+"""Import prompts with rollouts into a prompt set: all or nothing by default, and idempotent.
+
+A file with any bad line is refused whole (ImportRejected lists every line and reason; nothing is
+written). `skip_invalid=True` is the explicit opt-in for real datasets that hold a few unusable rows:
+the good lines are imported in one transaction and every skipped line is listed in the report.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -11,7 +17,14 @@ from django.utils import timezone
 
 from labeling.models import Prompt, PromptSet, Rollout
 from labeling.services.errors import ImportRejected
-from labeling.services.parsing import MAX_REPORTED_ERRORS, PromptRecord, parse_upload, sha256_text
+from labeling.services.parsing import (
+    MAX_REPORTED_ERRORS,
+    LineError,
+    PromptRecord,
+    parse_upload,
+    read_upload,
+    sha256_text,
+)
 from labeling.services.task_builder import BATCH_SIZE, build_tasks
 
 
@@ -22,24 +35,56 @@ class ImportReport:
     rollouts_created: int
     rollouts_existing: int
     tasks_created: int
+    # Lines left out under skip_invalid, each with its reason, in file order (empty otherwise).
+    skipped: tuple[LineError, ...] = ()
+
+    @property
+    def lines_skipped(self) -> int:
+        return len(self.skipped)
+
+    @property
+    def created_anything(self) -> bool:
+        return bool(self.prompts_created or self.rollouts_created or self.tasks_created)
 
     def __str__(self) -> str:
+        skipped = f", {self.lines_skipped} bad line(s) skipped" if self.skipped else ""
         return (
             f"{self.prompts_created} prompts created ({self.prompts_existing} already there), "
             f"{self.rollouts_created} rollouts created ({self.rollouts_existing} already there), "
-            f"{self.tasks_created} tasks built"
+            f"{self.tasks_created} tasks built{skipped}"
         )
 
 
 def import_file(
-    *, prompt_set: PromptSet, data: bytes | str, filename: str = "", fmt: str | None = None
+    *,
+    prompt_set: PromptSet,
+    data: bytes | str,
+    filename: str = "",
+    fmt: str | None = None,
+    skip_invalid: bool = False,
 ) -> ImportReport:
-    """Parse and import an upload; raises ImportRejected (line numbers + reasons) and writes nothing."""
-    records = parse_upload(data, filename=filename, fmt=fmt, max_chars=settings.PREFLOOP_MAX_TEXT_CHARS)
-    return import_records(prompt_set=prompt_set, records=records)
+    """Parse and import an upload.
+
+    Without `skip_invalid`, any bad line raises ImportRejected (line numbers + reasons) and nothing is
+    written. With it, the good lines are imported and the bad ones are listed in `report.skipped`;
+    a file with no good line at all is still refused.
+    """
+    max_chars = settings.PREFLOOP_MAX_TEXT_CHARS
+    if not skip_invalid:
+        records = parse_upload(data, filename=filename, fmt=fmt, max_chars=max_chars)
+        return import_records(prompt_set=prompt_set, records=records)
+    parsed = read_upload(data, filename=filename, fmt=fmt, max_chars=max_chars)
+    return import_records(prompt_set=prompt_set, records=parsed.records, skip_invalid=True, skipped=parsed.errors)
 
 
-def import_records(*, prompt_set: PromptSet, records: list[PromptRecord]) -> ImportReport:
+def import_records(
+    *,
+    prompt_set: PromptSet,
+    records: list[PromptRecord],
+    skip_invalid: bool = False,
+    skipped: Sequence[LineError] = (),
+) -> ImportReport:
+    """Write parsed records; `skipped` are lines already left out, reported with any left out here."""
     hashes = {record.content_hash: record for record in records}
     with transaction.atomic():
         existing = dict(
@@ -47,7 +92,17 @@ def import_records(*, prompt_set: PromptSet, records: list[PromptRecord]) -> Imp
             .annotate(n=Count("rollouts"))
             .values_list("content_hash", "n")
         )
-        _reject_unrankable(records, existing)
+        unrankable = _unrankable(hashes, existing)
+        errors = sorted(error for key in unrankable for error in unrankable[key])
+        if errors and not skip_invalid:
+            raise ImportRejected(errors[:MAX_REPORTED_ERRORS], total_errors=len(errors))
+        all_skipped = sorted([*skipped, *errors])
+        for key in unrankable:
+            del hashes[key]
+            existing.pop(key, None)
+        if not hashes:
+            refused = all_skipped or [LineError(0, "the file holds no records")]
+            raise ImportRejected(refused[:MAX_REPORTED_ERRORS], total_errors=len(refused))
 
         Prompt.objects.bulk_create(
             [
@@ -96,22 +151,19 @@ def import_records(*, prompt_set: PromptSet, records: list[PromptRecord]) -> Imp
         rollouts_created=created,
         rollouts_existing=len(rollouts) - created,
         tasks_created=tasks,
+        skipped=tuple(all_skipped),
     )
 
 
-def _reject_unrankable(records: list[PromptRecord], existing_counts: dict[str, int]) -> None:
-    """A prompt needs two distinct rollouts (counting those already stored) to be ranked."""
-    errors = []
-    for record in records:
+def _unrankable(records: dict[str, PromptRecord], existing_counts: dict[str, int]) -> dict[str, list[LineError]]:
+    """Prompts with fewer than two distinct rollouts (counting stored ones) cannot be ranked: each of their lines."""
+    unrankable = {}
+    for key, record in records.items():
         distinct = {(r.policy, r.text) for r in record.responses}
-        if len(distinct) + existing_counts.get(record.content_hash, 0) < 2:
-            lines = sorted({r.line for r in record.responses})
-            errors.append(
-                (lines[0], f"too few responses for this prompt: {len(distinct)} distinct (need at least 2 to rank)")
-            )
-    if errors:
-        errors.sort()
-        raise ImportRejected(errors[:MAX_REPORTED_ERRORS], total_errors=len(errors))
+        if len(distinct) + existing_counts.get(key, 0) < 2:
+            reason = f"too few responses for this prompt: {len(distinct)} distinct (need at least 2 to rank)"
+            unrankable[key] = [LineError(line, reason) for line in record.lines]
+    return unrankable
 
 
 def _copy_rollouts(rollouts: dict[tuple[int, str, str], str]) -> None:

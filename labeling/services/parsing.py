@@ -5,6 +5,15 @@ Accepted shapes (one JSON object per line):
 - one-per-line: {"prompt": ..., "response": "...", "policy"?: "..."}
 `prompt` is a string or a chat: a list of {"role", "content"} messages. Optional "id" and "metadata".
 CSV: a header with `prompt` and either `response` (+ optional `policy`, `id`) or `response_1..response_n`.
+
+Every value that will be stored is checked here, so that the database never sees what it cannot hold
+(a write that fails half-way through an import is a 500, not a line number):
+- no NUL (U+0000): Postgres `text` and `jsonb` refuse it;
+- no lone surrogate (U+D800–U+DFFF): it has no UTF-8 encoding, so neither the hash nor the driver can write it;
+- no NaN or ±Infinity in metadata: JSON has none and `jsonb` refuses them;
+- metadata nested at most MAX_METADATA_DEPTH deep, `id` no longer than its column.
+JSON Lines are split at "\\n" only (a trailing "\\r" is dropped): U+2028, U+2029 and U+0085 are legal raw
+inside JSON strings, and `json.dumps(ensure_ascii=False)` writes them.
 """
 
 from __future__ import annotations
@@ -13,14 +22,35 @@ import csv
 import hashlib
 import io
 import json
+import math
+import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from labeling.services.errors import ImportRejected
 
 CHAT_ROLES = frozenset({"system", "user", "assistant", "tool"})
 # Enough lines to fix a file in one pass without flooding the message.
 MAX_REPORTED_ERRORS = 50
+# Real metadata is a few levels deep. The bound keeps far below the interpreter's recursion limit,
+# which the JSON encoder meets again when the ORM writes the value from deep inside its own stack.
+MAX_METADATA_DEPTH = 64
+# The widths of Prompt.external_id and Rollout.policy (checked against the models in the tests).
+MAX_EXTERNAL_ID_CHARS = 200
+MAX_POLICY_CHARS = 200
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What `surrogateescape` decoding makes of bytes that are not UTF-8.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+class LineError(NamedTuple):
+    """A line that cannot be imported, and why (1-based; 0 for the file as a whole)."""
+
+    line: int
+    reason: str
 
 
 @dataclass
@@ -44,6 +74,17 @@ class PromptRecord:
         canonical = {"messages": self.messages} if self.messages is not None else {"text": self.text}
         return sha256_text(json.dumps(canonical, sort_keys=True, ensure_ascii=False))
 
+    @property
+    def lines(self) -> list[int]:
+        """Every line this prompt came from (one-rollout-per-line files repeat a prompt)."""
+        return sorted({self.line, *(response.line for response in self.responses)})
+
+
+@dataclass
+class ParsedUpload:
+    records: list[PromptRecord]  # one per prompt, good lines only
+    errors: list[LineError]  # every bad line, in file order
+
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -53,6 +94,15 @@ class _LineError(Exception):
     pass
 
 
+def _check_storable(value: str, what: str) -> str:
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return value
+    if found.group() == "\x00":
+        raise _LineError(f"{what} contains a NUL character (\\u0000), which the database cannot store")
+    raise _LineError(f"{what} contains a lone surrogate (\\u{ord(found.group()):04x}), which is not valid Unicode")
+
+
 def _check_text(value: object, what: str, max_chars: int) -> str:
     if not isinstance(value, str):
         raise _LineError(f"{what} must be a string, got {type(value).__name__}")
@@ -60,7 +110,38 @@ def _check_text(value: object, what: str, max_chars: int) -> str:
         raise _LineError(f"{what} is empty")
     if len(value) > max_chars:
         raise _LineError(f"{what} is {len(value):,} characters, over the limit of {max_chars:,}")
-    return value
+    return _check_storable(value, what)
+
+
+def _check_metadata(metadata: dict) -> dict:
+    """Walk the metadata without recursion: strings storable, numbers finite, depth bounded."""
+    pending: list[tuple[object, str, int]] = [(metadata, "metadata", 1)]
+    while pending:
+        value, path, depth = pending.pop()
+        if isinstance(value, str):
+            _check_storable(value, f"'{path}'")
+        elif isinstance(value, float) and not math.isfinite(value):
+            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            raise _LineError(f"'{path}' is {name}: JSON has no such number, and the database cannot store it")
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_METADATA_DEPTH:
+                raise _LineError(f"'metadata' is nested more than {MAX_METADATA_DEPTH} levels deep")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    _check_storable(key, f"a key of '{path}'")
+                    pending.append((item, f"{path}.{key[:40]}", depth + 1))
+            else:
+                pending.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
+    return metadata
+
+
+def _check_external_id(value: object) -> str:
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise _LineError("'id' must be a string or an integer")
+    external_id = _check_storable(str(value), "'id'")
+    if len(external_id) > MAX_EXTERNAL_ID_CHARS:
+        raise _LineError(f"'id' is {len(external_id):,} characters, over the limit of {MAX_EXTERNAL_ID_CHARS}")
+    return external_id
 
 
 def _parse_prompt(value: object, max_chars: int) -> tuple[str, list[dict] | None]:
@@ -71,7 +152,7 @@ def _parse_prompt(value: object, max_chars: int) -> tuple[str, list[dict] | None
         for index, message in enumerate(value):
             if not isinstance(message, dict) or set(message) - {"role", "content"} or "role" not in message:
                 raise _LineError(f"prompt message {index} must be an object with 'role' and 'content'")
-            if message["role"] not in CHAT_ROLES:
+            if not isinstance(message["role"], str) or message["role"] not in CHAT_ROLES:
                 raise _LineError(f"prompt message {index} has unknown role {message['role']!r}")
             content = _check_text(message.get("content"), f"prompt message {index} 'content'", max_chars)
             messages.append({"role": message["role"], "content": content})
@@ -81,17 +162,21 @@ def _parse_prompt(value: object, max_chars: int) -> tuple[str, list[dict] | None
     return _check_text(value, "'prompt'", max_chars), None
 
 
+def _check_policy(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise _LineError(f"{what} must be a string, got {type(value).__name__}")
+    return _check_storable(value, what).strip()[:MAX_POLICY_CHARS]
+
+
 def _parse_response(value: object, default_policy: str, line: int, what: str, max_chars: int) -> ResponseRecord:
     if isinstance(value, dict):
         text = value.get("text", value.get("response", value.get("content")))
         if text is None:
             raise _LineError(f"{what} must have a 'text' field")
-        policy = value.get("policy", default_policy)
+        policy = _check_policy(value["policy"], f"{what} 'policy'") if "policy" in value else default_policy
     else:
         text, policy = value, default_policy
-    if not isinstance(policy, str):
-        raise _LineError(f"{what} 'policy' must be a string, got {type(policy).__name__}")
-    return ResponseRecord(text=_check_text(text, what, max_chars), policy=policy.strip()[:200], line=line)
+    return ResponseRecord(text=_check_text(text, what, max_chars), policy=policy, line=line)
 
 
 def _record_from_object(obj: object, line: int, max_chars: int) -> PromptRecord:
@@ -100,16 +185,14 @@ def _record_from_object(obj: object, line: int, max_chars: int) -> PromptRecord:
     if "prompt" not in obj:
         raise _LineError("missing field 'prompt'")
     text, messages = _parse_prompt(obj["prompt"], max_chars)
-    default_policy = obj.get("policy", "")
-    if not isinstance(default_policy, str):
-        raise _LineError(f"'policy' must be a string, got {type(default_policy).__name__}")
-    external_id = obj.get("id", "")
-    if not isinstance(external_id, (str, int)) or isinstance(external_id, bool):
-        raise _LineError("'id' must be a string or an integer")
+    default_policy = _check_policy(obj.get("policy", ""), "'policy'")
+    external_id = _check_external_id(obj.get("id", ""))
     metadata = obj.get("metadata", {})
     if not isinstance(metadata, dict):
         raise _LineError(f"'metadata' must be an object, got {type(metadata).__name__}")
-    record = PromptRecord(line=line, text=text, messages=messages, external_id=str(external_id), metadata=metadata)
+    record = PromptRecord(
+        line=line, text=text, messages=messages, external_id=external_id, metadata=_check_metadata(metadata)
+    )
     if "responses" in obj:
         responses = obj["responses"]
         if not isinstance(responses, list):
@@ -127,32 +210,65 @@ def _record_from_object(obj: object, line: int, max_chars: int) -> PromptRecord:
     return record
 
 
-def _jsonl_records(lines: Iterable[str], max_chars: int, errors: list[tuple[int, str]]) -> Iterator[PromptRecord]:
+def _json_lines(text: str) -> Iterator[str]:
+    """JSON Lines are separated by "\\n" alone; a "\\r" before it is a Windows line ending."""
+    for raw in text.split("\n"):
+        yield raw[:-1] if raw.endswith("\r") else raw
+
+
+def _load_json(raw: str) -> object:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _LineError(f"bad JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise _LineError("bad JSON (nested too deeply to read)") from None
+    except ValueError:
+        # The only other ValueError json raises: an integer over the interpreter's digit limit.
+        raise _LineError(f"bad JSON (a number has more than {sys.get_int_max_str_digits():,} digits)") from None
+
+
+def _jsonl_records(
+    lines: Iterable[str], max_chars: int, errors: list[LineError], *, undecodable: bool
+) -> Iterator[PromptRecord]:
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            errors.append((number, f"bad JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        try:
-            yield _record_from_object(obj, number, max_chars)
+            if undecodable and _UNDECODABLE.search(raw):
+                raise _LineError("not valid UTF-8 text")
+            yield _record_from_object(_load_json(raw), number, max_chars)
         except _LineError as exc:
-            errors.append((number, str(exc)))
+            errors.append(LineError(number, str(exc)))
 
 
-def _csv_records(text: str, max_chars: int, errors: list[tuple[int, str]]) -> Iterator[PromptRecord]:
+def _csv_records(text: str, max_chars: int, errors: list[LineError], *, undecodable: bool) -> Iterator[PromptRecord]:
     reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        raise ImportRejected([LineError(1, f"unreadable CSV header ({exc})")]) from None
     numbered = sorted((c for c in header if c.startswith("response_")), key=lambda c: c.split("_", 1)[1])
     if "prompt" not in header or ("response" not in header and not numbered):
-        errors.append((1, "CSV header needs 'prompt' and 'response' (or response_1, response_2, ...)"))
+        errors.append(LineError(1, "CSV header needs 'prompt' and 'response' (or response_1, response_2, ...)"))
         return
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            # The reader cannot resynchronise (an open quote swallows what follows), so no line
+            # after this one can be trusted: the file is refused even when skipping bad lines.
+            raise ImportRejected(
+                [*errors, LineError(reader.line_num, f"unreadable CSV ({exc}); the rest of the file was not read")]
+            ) from None
         line = reader.line_num
         if None in row:
-            errors.append((line, "more cells than header columns"))
+            errors.append(LineError(line, "more cells than header columns"))
+            continue
+        if undecodable and any(_UNDECODABLE.search(cell) for cell in row.values() if cell):
+            errors.append(LineError(line, "not valid UTF-8 text"))
             continue
         obj: dict = {"prompt": row["prompt"], "policy": row.get("policy") or ""}
         if row.get("id"):
@@ -164,7 +280,7 @@ def _csv_records(text: str, max_chars: int, errors: list[tuple[int, str]]) -> It
         try:
             yield _record_from_object(obj, line, max_chars)
         except _LineError as exc:
-            errors.append((line, str(exc)))
+            errors.append(LineError(line, str(exc)))
 
 
 def _merge_by_prompt(records: Iterable[PromptRecord]) -> list[PromptRecord]:
@@ -179,26 +295,41 @@ def _merge_by_prompt(records: Iterable[PromptRecord]) -> list[PromptRecord]:
     return list(merged.values())
 
 
+def _decode(data: bytes | str) -> tuple[str, bool]:
+    """The upload as text, and whether some of its bytes were not UTF-8 (kept as lone surrogates)."""
+    if isinstance(data, str):
+        return data, False
+    try:
+        return data.decode("utf-8-sig"), False
+    except UnicodeDecodeError:
+        # Decode the rest anyway, so each bad line is reported (or skipped) on its own.
+        return data.decode("utf-8-sig", errors="surrogateescape"), True
+
+
+def read_upload(data: bytes | str, *, filename: str = "", fmt: str | None = None, max_chars: int) -> ParsedUpload:
+    """Parse a whole upload, keeping the good lines and listing every bad one with its reason.
+
+    Raises ImportRejected only when the file as a whole cannot be read (unknown format, broken CSV).
+    """
+    text, undecodable = _decode(data)
+    fmt = (fmt or ("csv" if filename.lower().endswith(".csv") else "jsonl")).lower()
+    if fmt not in {"jsonl", "csv"}:
+        raise ImportRejected([LineError(0, f"unknown format {fmt!r}; use jsonl or csv")])
+    errors: list[LineError] = []
+    if fmt == "csv":
+        records = list(_csv_records(text, max_chars, errors, undecodable=undecodable))
+    else:
+        records = list(_jsonl_records(_json_lines(text), max_chars, errors, undecodable=undecodable))
+    return ParsedUpload(records=_merge_by_prompt(records), errors=errors)
+
+
 def parse_upload(
     data: bytes | str, *, filename: str = "", fmt: str | None = None, max_chars: int
 ) -> list[PromptRecord]:
     """Parse a whole upload or raise ImportRejected listing every bad line (nothing is written)."""
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise ImportRejected([(line, "not valid UTF-8 text")]) from None
-    fmt = (fmt or ("csv" if filename.lower().endswith(".csv") else "jsonl")).lower()
-    if fmt not in {"jsonl", "csv"}:
-        raise ImportRejected([(0, f"unknown format {fmt!r}; use jsonl or csv")])
-    errors: list[tuple[int, str]] = []
-    if fmt == "csv":
-        records = list(_csv_records(data, max_chars, errors))
-    else:
-        records = list(_jsonl_records(data.splitlines(), max_chars, errors))
-    if not records and not errors:
-        errors.append((0, "the file holds no records"))
-    if errors:
-        raise ImportRejected(errors[:MAX_REPORTED_ERRORS], total_errors=len(errors))
-    return _merge_by_prompt(records)
+    parsed = read_upload(data, filename=filename, fmt=fmt, max_chars=max_chars)
+    if parsed.errors:
+        raise ImportRejected(parsed.errors[:MAX_REPORTED_ERRORS], total_errors=len(parsed.errors))
+    if not parsed.records:
+        raise ImportRejected([LineError(0, "the file holds no records")])
+    return parsed.records

@@ -106,7 +106,7 @@ def test_a_retry_storm_stores_exactly_one_ranking():
     "mangle, code, words",
     [
         (lambda ids: ids[:-1], "not_a_permutation", "missing"),
-        (lambda ids: [*ids, ids[0]], "not_a_permutation", "more than once"),
+        (lambda ids: [ids[0], *ids[:-1]], "not_a_permutation", "more than once"),
         (lambda ids: [*ids[:-1], 999999], "not_a_permutation", "not shown"),
         (lambda ids: [[], *ids], "malformed_ranking", "non-empty"),
         (lambda ids: ["one", *ids[1:]], "malformed_ranking", "integers"),
@@ -209,6 +209,8 @@ def test_import_through_the_api_reports_counts(admin_api):
         "rollouts_created": 2,
         "rollouts_existing": 0,
         "tasks_created": 1,
+        "lines_skipped": 0,
+        "skipped": [],
     }
 
 
