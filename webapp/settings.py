@@ -92,6 +92,9 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # Uploads: JSONL/CSV imports are parsed in memory; bigger files belong to the management command.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PREFLOOP_MAX_UPLOAD_BYTES", 64 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Largest JSON body the API parses (answered 413 above it); an import sent inline as JSON is bounded
+# like an upload instead. A ranking or a run config is well under a kilobyte.
+PREFLOOP_MAX_JSON_BODY_BYTES = env_int("PREFLOOP_MAX_JSON_BODY_BYTES", 1024 * 1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -99,6 +102,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON bodies are bounded by PREFLOOP_MAX_JSON_BODY_BYTES, not only by the upload bound above.
+    "DEFAULT_PARSER_CLASSES": [
+        "webapp.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
