@@ -6,9 +6,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Avg, Count, Q, QuerySet
+from django.db.models import Avg, Count, Max, Q, QuerySet
 
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
+
+# What a model is given for a prompt: its chat messages when it has them, else its text.
+PromptInput = str | list[dict]
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,10 @@ class Progress:
     @property
     def percent_done(self) -> int:
         return round(100 * self.done / self.tasks) if self.tasks else 0
+
+
+def prompt_sets_by_name() -> QuerySet[PromptSet]:
+    return PromptSet.objects.order_by("name")
 
 
 def prompt_sets_with_progress(*, include_paused: bool = True) -> QuerySet[PromptSet]:
@@ -133,8 +140,6 @@ def rollout_texts(rollout_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
 
 def rankings_after(*, prompt_set_id: int, after_id: int) -> tuple[int, int]:
     """(how many rankings of the set have an id above `after_id`, the highest such id)."""
-    from django.db.models import Max
-
     newer = Ranking.objects.filter(task__prompt_set_id=prompt_set_id, id__gt=after_id)
     stats = newer.aggregate(n=Count("id"), top=Max("id"))
     return stats["n"], stats["top"] or after_id
@@ -161,3 +166,30 @@ def rollouts_of_policies(*, prompt_set_id: int, policies: list[str]) -> list[tup
         .order_by("id")
         .values_list("id", "prompt_id", "policy", "text")
     )
+
+
+def _as_input(text: str, messages: list[dict] | None) -> PromptInput:
+    return messages if messages is not None else text
+
+
+def prompt_inputs_of_set(*, prompt_set_id: int) -> dict[int, PromptInput]:
+    """{prompt id: model input} for every prompt of the set, in id order (the order generation samples in)."""
+    rows = Prompt.objects.filter(prompt_set_id=prompt_set_id).order_by("id").values_list("id", "text", "messages")
+    return {
+        prompt_id: _as_input(text, messages) for prompt_id, text, messages in rows.iterator(chunk_size=EXPORT_CHUNK)
+    }
+
+
+def prompt_inputs_by_id(prompt_ids: Iterable[int]) -> dict[int, PromptInput]:
+    """{prompt id: model input} for the given prompts (those that exist)."""
+    ids = list(prompt_ids)
+    out: dict[int, PromptInput] = {}
+    for start in range(0, len(ids), EXPORT_CHUNK):
+        rows = Prompt.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values_list("id", "text", "messages")
+        for prompt_id, text, messages in rows:
+            out[prompt_id] = _as_input(text, messages)
+    return out
+
+
+def policy_has_rollouts(*, prompt_set_id: int, policy: str) -> bool:
+    return Rollout.objects.filter(prompt__prompt_set_id=prompt_set_id, policy=policy).exists()

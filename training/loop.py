@@ -22,11 +22,13 @@ from rest_framework.authtoken.models import Token
 
 from labeling import roles
 from labeling.models import PromptSet
+from labeling.selectors import rollouts_of_policies
 from labeling.services.importing import import_file
 from training.models import ModelVersion, TrainingRun
 from training.services import generation as generation_service
 from training.services import runs
-from training.services.export import ExportOptions, export_dataset
+from training.services.export import ExportOptions
+from training.services.export_worker import export_dataset
 from training.services.winrates import automatic_win_rate, human_win_rates, score_rollouts, win_rate_of
 
 SUBJECTS = ("the river", "a small robot", "my neighbour", "the old library", "this recipe", "the night train")
@@ -259,15 +261,8 @@ def run_demo_loop(*, workdir: Path, config: LoopConfig | None = None, log: Calla
         gen = generation_service.execute_generation(gen.pk)
         if gen.status != gen.Status.SUCCEEDED:
             raise RuntimeError(f"generation failed: {gen.error}")
-        from labeling.models import Rollout
-
-        report.taste_after = mean_taste(
-            list(
-                Rollout.objects.filter(prompt__prompt_set=prompt_set, policy=new_policy.name).values_list(
-                    "text", flat=True
-                )
-            )
-        )
+        new_rollouts = rollouts_of_policies(prompt_set_id=prompt_set.pk, policies=[new_policy.name])
+        report.taste_after = mean_taste([text for _, _, _, text in new_rollouts])
         log(
             f"  {gen.rollouts_created} new rollouts ({gen.duplicates_collapsed} duplicates collapsed),"
             f" {gen.tasks_created} tasks in round {gen.round}; mean taste {report.taste_after:.2f}"

@@ -1,13 +1,17 @@
-"""Celery tasks: thin shells that load ids and call the services."""
+"""Celery tasks: thin shells that load ids and call the services.
+
+Imports run one way: tasks import services; services send work here by task name through
+`training.services.dispatch` and never import this module. The names below are that contract.
+"""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from training.services import runs
+from training.services import autotrain, dispatch, generation, runs
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name="training.execute_run")
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_RUN)
 def execute_training_run(self, run_id: int) -> str:
     run = runs.execute_run(run_id, device_label=self.request.hostname or "")
     return run.status
@@ -20,13 +24,9 @@ def reap_stale_runs() -> int:
 
 @shared_task(name="training.auto_train")
 def auto_train() -> list[int]:
-    from training.services.autotrain import auto_train_tick
-
-    return [run.pk for run in auto_train_tick()]
+    return [run.pk for run in autotrain.auto_train_tick()]
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, name="training.execute_generation")
+@shared_task(acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_GENERATION)
 def execute_generation_run(run_id: int) -> str:
-    from training.services.generation import execute_generation
-
-    return execute_generation(run_id).status
+    return generation.execute_generation(run_id).status

@@ -41,7 +41,7 @@ def group_rollouts(pending: Sequence[int], tasked: Sequence[int], k: int) -> lis
     return groups
 
 
-def build_tasks(prompt_set: PromptSet, *, prompt_ids: Iterable[int] | None = None, round: int = 0) -> int:
+def build_tasks(prompt_set: PromptSet, *, prompt_ids: Iterable[int] | None = None, round_number: int = 0) -> int:
     """Create tasks for every rollout of the set that is not in a task yet; returns how many.
 
     Runs under a lock on the prompt set so two builders (an import and a refresh) cannot both
@@ -61,7 +61,7 @@ def build_tasks(prompt_set: PromptSet, *, prompt_ids: Iterable[int] | None = Non
         for prompt_id, ids in pending.items():
             for group in group_rollouts(ids, tasked.get(prompt_id, []), prompt_set.rollouts_per_task):
                 groups.append((prompt_id, group))
-        return _create_tasks(prompt_set, groups, round=round)
+        return _create_tasks(prompt_set, groups, round_number=round_number)
 
 
 def _lock_and_list_tasked(prompt_set: PromptSet) -> set[int]:
@@ -70,7 +70,7 @@ def _lock_and_list_tasked(prompt_set: PromptSet) -> set[int]:
     return set(TaskRollout.objects.filter(task__prompt_set=prompt_set).values_list("rollout_id", flat=True).distinct())
 
 
-def _create_tasks(prompt_set: PromptSet, groups: list[tuple[int, list[int]]], *, round: int) -> int:
+def _create_tasks(prompt_set: PromptSet, groups: list[tuple[int, list[int]]], *, round_number: int) -> int:
     if not groups:
         return 0
     tasks = RankingTask.objects.bulk_create(
@@ -80,7 +80,7 @@ def _create_tasks(prompt_set: PromptSet, groups: list[tuple[int, list[int]]], *,
                 prompt_id=prompt_id,
                 rollout_key=rollout_key(group),
                 overlap=prompt_set.overlap,
-                round=round,
+                round=round_number,
             )
             for prompt_id, group in groups
         ],
@@ -117,7 +117,7 @@ def mixed_groups(new: Sequence[int], old: Sequence[int], k: int) -> list[list[in
     return [g for g in groups if len(g) >= 2]
 
 
-def build_mixed_tasks(prompt_set: PromptSet, *, new_policy: str, old_policy: str, round: int) -> int:
+def build_mixed_tasks(prompt_set: PromptSet, *, new_policy: str, old_policy: str, round_number: int) -> int:
     """Form tasks from `new_policy`'s untasked rollouts, each mixed with `old_policy`'s for the same prompt.
 
     This is what makes the next round of rankings a comparison of the new policy with the old one.
@@ -137,4 +137,4 @@ def build_mixed_tasks(prompt_set: PromptSet, *, new_policy: str, old_policy: str
             for prompt_id, ids in new.items()
             for group in mixed_groups(ids, old.get(prompt_id, []), prompt_set.rollouts_per_task)
         ]
-        return _create_tasks(prompt_set, groups, round=round)
+        return _create_tasks(prompt_set, groups, round_number=round_number)

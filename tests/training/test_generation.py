@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from labeling.models import RankingTask, Rollout
+from labeling.services import rounds
 from labeling.services.importing import import_file
 from labeling.services.task_builder import mixed_groups
 from tests.factories import PromptSetFactory
 from training.models import GenerationRun, ModelVersion
-from training.services import generation
 from training.services.generation import execute_generation, start_generation
+from training.services.lifecycle import RunRejected
 
 pytestmark = pytest.mark.django_db
 
@@ -88,7 +89,7 @@ def test_a_generation_that_fails_while_writing_leaves_nothing_behind(old_and_new
     def broken(*args, **kwargs):
         raise RuntimeError("disk full while building tasks")
 
-    monkeypatch.setattr(generation, "build_mixed_tasks", broken)
+    monkeypatch.setattr(rounds, "build_mixed_tasks", broken)
     run = execute_generation(
         start_generation(
             policy=new, prompt_set=prompt_set, settings={"n_samples": 2, "max_new_tokens": 6}, dispatch=False
@@ -108,8 +109,6 @@ def test_a_missing_model_fails_the_run_cleanly(old_and_new):
 
 def test_bad_generation_settings_are_refused_before_queueing(old_and_new):
     """Validation happens at the request, not in the worker."""
-    from training.services.runs import RunRejected
-
     prompt_set, _, new = old_and_new
     with pytest.raises(RunRejected, match="top_p"):
         start_generation(policy=new, prompt_set=prompt_set, settings={"top_p": 1.5}, dispatch=False)

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 import traceback
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import close_old_connections, models, transaction
 from django.utils import timezone
 
+from training import trainers
 from training.models import DatasetVersion, GenerationRun, ModelVersion, TrainingRun
+from training.services.dispatch import QueueChoice, choose_queue, revoke, send_training_run_on_commit
+from training.services.lifecycle import Heartbeat, RunRejected
+from training.services.refresh import after_run_succeeded
 from training.services.registry import model_name_for, models_dir, register_model, staging_dir_for
 from training.trainers.config import RUN_CONFIGS, ConfigError
 
@@ -30,14 +31,6 @@ log = logging.getLogger(__name__)
 # Progress is written at most this often: a tiny model logs every step, and each write is a query.
 _PROGRESS_WRITE_SECONDS = 1.0
 _LOG_TAIL_LINES = 200
-
-
-class RunRejected(ValueError):
-    """A run request refused before it is queued (bad config, missing model, empty dataset)."""
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def _now() -> datetime:
@@ -73,37 +66,6 @@ def validate_run_request(
 
 def _looks_local(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
-
-
-@dataclass(frozen=True)
-class QueueChoice:
-    queue: str
-    reason: str
-
-
-_queue_cache: tuple[float, QueueChoice] | None = None
-
-
-def choose_queue(*, timeout: float = 1.0, cache_seconds: float = 30.0) -> QueueChoice:
-    """`gpu` when a worker consuming the gpu queue answers a ping, else `cpu`."""
-    global _queue_cache
-    if _queue_cache and time.monotonic() - _queue_cache[0] < cache_seconds:
-        return _queue_cache[1]
-    from webapp.celery import app
-
-    try:
-        replies = app.control.inspect(timeout=timeout).active_queues() or {}
-    except Exception as error:
-        choice = QueueChoice("cpu", f"could not ask workers ({error.__class__.__name__})")
-    else:
-        gpu_workers = [name for name, queues in replies.items() if any(q.get("name") == "gpu" for q in queues)]
-        choice = (
-            QueueChoice("gpu", f"GPU worker {gpu_workers[0]} is alive")
-            if gpu_workers
-            else QueueChoice("cpu", "no GPU worker answered")
-        )
-    _queue_cache = (time.monotonic(), choice)
-    return choice
 
 
 def start_run(
@@ -146,21 +108,8 @@ def start_run(
         log_tail=f"queued on '{choice.queue}' ({choice.reason})\n",
     )
     if dispatch:
-        transaction.on_commit(lambda: _send(run))
+        send_training_run_on_commit(run)
     return run
-
-
-def _send(run: TrainingRun) -> None:
-    from training.tasks import execute_training_run
-
-    try:
-        result = execute_training_run.apply_async(args=[run.pk], queue=run.queue)
-    except Exception as error:
-        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
-            status=TrainingRun.Status.FAILED, finished_at=_now(), error=f"Could not queue the run: {error}"
-        )
-        return
-    TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id)
 
 
 def cancel_run(run: TrainingRun) -> TrainingRun:
@@ -169,9 +118,7 @@ def cancel_run(run: TrainingRun) -> TrainingRun:
         status=TrainingRun.Status.CANCELLED, finished_at=_now()
     ):
         if run.celery_task_id:
-            from webapp.celery import app
-
-            app.control.revoke(run.celery_task_id)
+            revoke(run.celery_task_id)
     else:
         TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(cancel_requested=True)
     run.refresh_from_db()
@@ -220,28 +167,6 @@ class _RunReporter:
         return self._cancelled
 
 
-class Heartbeat(threading.Thread):
-    """Beats from a thread, so a long step (or a slow load) never looks like a dead worker."""
-
-    def __init__(self, model: type[models.Model], row_id: int, every: float | None = None) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{model.__name__}-{row_id}")
-        self.model, self.row_id = model, row_id
-        self.every = every or max(1.0, settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT / 4)
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.every):
-            try:
-                self.model.objects.filter(pk=self.row_id, status="running").update(heartbeat_at=_now())
-            except Exception:
-                log.exception("heartbeat for %s %s failed", self.model.__name__, self.row_id)
-            finally:
-                close_old_connections()
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-
 def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
     """Run a queued run to completion in this process (called by the Celery task)."""
     now = _now()
@@ -271,8 +196,6 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
         else:
             model = register_model(run=run, staging=staging, metrics=metrics)
             reporter.log(f"registered {model.name}")
-            from training.services.refresh import after_run_succeeded
-
             for follow_up in after_run_succeeded(run, model):
                 reporter.log(f"queued {follow_up}")
     except BaseException as error:
@@ -295,8 +218,6 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
 
 
 def _train(run: TrainingRun, staging: Path, reporter: _RunReporter):
-    from training import trainers
-
     config = RUN_CONFIGS[run.kind].from_dict(run.config)
     common = dict(
         dataset_path=run.dataset_version.path,

@@ -1,15 +1,22 @@
-"""Win rates per policy version: from human rankings (Bradley–Terry + bootstrap) and from a reward model."""
+"""Win rates per policy version: from human rankings (Bradley–Terry + bootstrap) and from a reward model.
+
+Rankings, rollouts and prompts are read through `labeling.selectors`; scores are training's own rows.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from labeling.models import Prompt, PromptSet
-from labeling.selectors import rankings_by_round, rollout_policies, rollouts_of_policies
+from labeling.selectors import prompt_inputs_by_id, rankings_by_round, rollout_policies, rollouts_of_policies
 from training.models import ModelVersion, RolloutScore
 from training.ratings import Rating, WinRate, bootstrap_ratings, pairwise_win_rates, wilson_interval
 from training.services.export import ExportOptions, ranking_pairs
+from training.trainers.generation import score_with_reward_model
+
+if TYPE_CHECKING:
+    from labeling.models import PromptSet
 
 # Win rates read rankings by the export's default rules: ties give nothing, "all bad" says nothing
 # about the policies, a flagged rollout never wins.
@@ -69,16 +76,11 @@ class AutomaticWinRate:
 
 def score_rollouts(*, reward_model: ModelVersion, prompt_set: PromptSet, policies: list[str]) -> int:
     """Score the policies' rollouts in the set that this reward model has not scored yet (worker side)."""
-    from training.trainers.generation import score_with_reward_model
-
     done = set(RolloutScore.objects.filter(reward_model=reward_model).values_list("rollout_id", flat=True))
     todo = [row for row in rollouts_of_policies(prompt_set_id=prompt_set.pk, policies=policies) if row[0] not in done]
     if not todo:
         return 0
-    prompts = {
-        p["id"]: (p["messages"] if p["messages"] is not None else p["text"])
-        for p in Prompt.objects.filter(id__in={r[1] for r in todo}).values("id", "text", "messages")
-    }
+    prompts = prompt_inputs_by_id({r[1] for r in todo})
     scores = score_with_reward_model(
         model_path=reward_model.path, prompts=[prompts[r[1]] for r in todo], completions=[r[3] for r in todo]
     )
@@ -108,3 +110,49 @@ def automatic_win_rate(
         return None
     low, high = wilson_interval(wins, wins + losses)
     return AutomaticWinRate(new, old, reward_model.name, wins, losses, wins / (wins + losses), low, high)
+
+
+@dataclass(frozen=True)
+class WinRateReport:
+    """Everything the win-rate page shows for one prompt set."""
+
+    ratings: list[Rating]  # strongest first
+    win_rates: list[WinRate]  # head to head, from human rankings
+    automatic: list[AutomaticWinRate]  # head to head, per reward model that scored both policies here
+    comparisons: int
+    strength_by_round: dict[str, list[tuple[float, float]]]  # per policy: (round, strength up to that round)
+
+
+def win_rate_report(prompt_set: PromptSet, *, samples: int = 200, seed: int = 0) -> WinRateReport:
+    """Human ratings and head-to-head rates, their history by round, and every reward model's verdict."""
+    human = human_win_rates(prompt_set, samples=samples, seed=seed)
+    ratings = sorted(human.ratings.values(), key=lambda rating: -rating.strength)
+    strength_by_round: dict[str, list[tuple[float, float]]] = {}
+    for round_number, by_policy in sorted(human.by_round.items()):
+        for policy, rating in by_policy.items():
+            strength_by_round.setdefault(str(policy), []).append((round_number, rating.strength))
+    policies = [str(rating.item) for rating in ratings]
+    return WinRateReport(
+        ratings=ratings,
+        win_rates=human.win_rates,
+        automatic=_automatic_win_rates(prompt_set, policies),
+        comparisons=human.comparisons,
+        strength_by_round=strength_by_round,
+    )
+
+
+def _automatic_win_rates(prompt_set: PromptSet, policies: list[str]) -> list[AutomaticWinRate]:
+    """Every ordered pair of policies that a reward model scored in this set, per reward model."""
+    policy_of = rollout_policies(prompt_set_ids=[prompt_set.pk])
+    reward_models = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, scores__isnull=False).distinct()
+    out = []
+    for reward_model in reward_models:
+        scored_ids = RolloutScore.objects.filter(reward_model=reward_model).values_list("rollout_id", flat=True)
+        scored = {policy_of[rollout_id] for rollout_id in scored_ids if rollout_id in policy_of}
+        for new in policies:
+            for old in policies:
+                if new != old and {new, old} <= scored:
+                    rate = automatic_win_rate(reward_model=reward_model, prompt_set=prompt_set, new=new, old=old)
+                    if rate is not None:
+                        out.append(rate)
+    return out
