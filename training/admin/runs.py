@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -12,7 +11,6 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from training.admin._common import ADMIN_CSS, admin_link
@@ -20,11 +18,7 @@ from training.forms import RunForm
 from training.models import ModelVersion, TrainingRun
 from training.presenters import held_out_rows, history_charts, other_metric_rows, run_progress
 from training.services.runs import RunRejected, cancel_run, start_run
-
-
-def _now() -> datetime:
-    """The clock the run page uses (a seam for tests)."""
-    return timezone.now()
+from webapp import clock
 
 
 @admin.register(TrainingRun)
@@ -166,7 +160,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def _live_context(self, request: HttpRequest, run: TrainingRun) -> dict[str, Any]:
         return {
             "run": run,
-            "progress": run_progress(run, now=_now()),
+            "progress": run_progress(run, now=clock.now()),
             "held_out": held_out_rows(run.metrics),
             "other_metrics": other_metric_rows(run.metrics),
             "charts": history_charts(run.history),
