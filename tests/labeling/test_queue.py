@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from labeling.models import Assignment, RankingTask
@@ -178,3 +181,136 @@ def test_an_own_lapsed_lease_outside_the_reap_batch_does_not_hide_the_queue(monk
     later = timezone.now() + queue.lease_duration() + timedelta(seconds=1)
     monkeypatch.setattr(clock, "now", lambda: later)
     assert next_task_for(annotator, prompt_set=prompt_set) is not None
+
+
+# --- lock conflicts on Postgres ------------------------------------------------------------------------------------
+
+
+class _RivalTransaction(threading.Thread):
+    """Another connection that holds an uncommitted live lease for the annotator, the way a second request would.
+
+    Its uncommitted row makes the queue's INSERT wait on the one-live-lease index. Once that wait shows in
+    `pg_locks`, it optionally asks for the row lock the queue holds on `contested_task_id`, closing a lock cycle
+    that Postgres breaks by aborting one side, then rolls back.
+    """
+
+    def __init__(self, *, annotator, leased_task_id: int, waiter_pid: int, contested_task_id: int | None) -> None:
+        super().__init__(daemon=True)
+        self.annotator, self.leased_task_id = annotator, leased_task_id
+        self.waiter_pid, self.contested_task_id = waiter_pid, contested_task_id
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    # Long enough that the queue's side (timeout below) always detects the cycle first.
+                    cursor.execute("SET LOCAL deadlock_timeout = '10s'")
+                now = timezone.now()
+                Assignment.objects.create(
+                    task_id=self.leased_task_id,
+                    annotator=self.annotator,
+                    display_order=[],
+                    leased_at=now,
+                    leased_until=now + timedelta(minutes=5),
+                )
+                self.holding.set()
+                self._wait_until_the_queue_waits()
+                if self.contested_task_id is not None:
+                    RankingTask.objects.filter(pk=self.contested_task_id).update(overlap=F("overlap"))
+                else:
+                    self.release.wait(timeout=30)
+                transaction.set_rollback(True)
+        except BaseException as error:
+            self.error = error
+        finally:
+            connection.close()
+
+    def _wait_until_the_queue_waits(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", [self.waiter_pid])
+                if cursor.fetchone():
+                    return
+            time.sleep(0.02)
+        raise TimeoutError("the queue never waited on the rival's lease")
+
+
+@pytest.fixture
+def backend(transactional_db):
+    """This thread's Postgres backend pid, with a short deadlock_timeout so a lock cycle is broken on our side."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET deadlock_timeout = '200ms'")
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    yield pid
+    with connection.cursor() as cursor:
+        cursor.execute("RESET deadlock_timeout")
+        cursor.execute("RESET lock_timeout")
+
+
+def test_a_deadlock_inside_the_take_is_retried_and_the_annotator_still_gets_one_task(backend, monkeypatch):
+    """Postgres aborts the take as a deadlock victim; the queue retries and leases exactly one free task."""
+    prompt_set = prompt_set_with_tasks(n_prompts=3, overlap=1)
+    first, second, third = RankingTask.objects.filter(prompt_set=prompt_set).order_by("id")
+    annotator = AnnotatorFactory()
+    attempts: list[str] = []
+    take_one = queue._take_one
+
+    def recording_take_one(*args, **kwargs):
+        try:
+            outcome = take_one(*args, **kwargs)
+        except Exception as error:
+            attempts.append(f"{error.__class__.__name__}: {error}".splitlines()[0])
+            raise
+        attempts.append("taken")
+        return outcome
+
+    monkeypatch.setattr(queue, "_take_one", recording_take_one)
+    # The rival's lease sits on the last task; the queue takes the first (lowest id) and waits on the lease index
+    # while holding that task's row; the rival then wants the same row: a cycle.
+    rival = _RivalTransaction(
+        annotator=annotator, leased_task_id=third.pk, waiter_pid=backend, contested_task_id=first.pk
+    )
+    rival.start()
+    assert rival.holding.wait(timeout=30)
+    assignment = next_task_for(annotator, prompt_set=prompt_set)
+    rival.join(timeout=30)
+
+    assert rival.error is None, rival.error
+    assert attempts[0] == "OperationalError: deadlock detected" and attempts[-1] == "taken"
+    # Which free task the retry takes depends on whether the rival has rolled back yet; exactly one, either way.
+    assert assignment is not None and assignment.task_id in (first.pk, second.pk)
+    assert list(Assignment.objects.values_list("annotator", "task", "status")) == [
+        (annotator.pk, assignment.task_id, Assignment.Status.LEASED)
+    ]
+    counts = dict(RankingTask.objects.filter(prompt_set=prompt_set).values_list("id", "active_count"))
+    assert counts == {task.pk: int(task.pk == assignment.task_id) for task in (first, second, third)}
+
+
+def test_a_lock_error_that_is_not_a_deadlock_is_raised_not_retried(backend):
+    """A lock timeout is a real failure: the caller sees it, and the aborted take left nothing behind."""
+    prompt_set = prompt_set_with_tasks(n_prompts=2, overlap=1)
+    annotator = AnnotatorFactory()
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '300ms'")
+    rival = _RivalTransaction(
+        annotator=annotator,
+        leased_task_id=RankingTask.objects.order_by("id").last().pk,
+        waiter_pid=backend,
+        contested_task_id=None,
+    )
+    rival.start()
+    assert rival.holding.wait(timeout=30)
+    try:
+        with pytest.raises(OperationalError, match="lock timeout"):
+            next_task_for(annotator, prompt_set=prompt_set)
+    finally:
+        rival.release.set()
+        rival.join(timeout=30)
+    assert rival.error is None, rival.error
+    assert not Assignment.objects.exists()
+    assert set(RankingTask.objects.values_list("active_count", flat=True)) == {0}
