@@ -42,8 +42,9 @@ def _generation_config(settings: dict) -> GenerationConfig:
 
 def default_comparison(policy: ModelVersion, prompt_set: PromptSet) -> str:
     """The policy this one is compared with: its parent, if the parent has rollouts in the set."""
-    if policy.parent_id and policy_has_rollouts(prompt_set_id=prompt_set.pk, policy=policy.parent.name):
-        return policy.parent.name
+    parent = policy.parent
+    if parent is not None and policy_has_rollouts(prompt_set_id=prompt_set.pk, policy=parent.name):
+        return parent.name
     return ""
 
 

@@ -43,7 +43,7 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
-                self.model.objects.filter(pk=self.row_id, status="running").update(heartbeat_at=_now())
+                self.model._default_manager.filter(pk=self.row_id, status="running").update(heartbeat_at=_now())
             except Exception:
                 log.exception("heartbeat for %s %s failed", self.model.__name__, self.row_id)
             finally:

@@ -24,7 +24,8 @@ from training.services.dispatch import QueueChoice, choose_queue, revoke, send_t
 from training.services.lifecycle import Heartbeat, RunRejected
 from training.services.refresh import after_run_succeeded
 from training.services.registry import model_name_for, models_dir, register_model, staging_dir_for
-from training.trainers.config import RUN_CONFIGS, ConfigError
+from training.trainers.config import RUN_CONFIGS, ConfigError, DPORunConfig, RewardRunConfig
+from training.trainers.result import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ class _RunReporter:
             self.flush(step=step, total_steps=total_steps)
 
     def flush(self, *, step: int | None = None, total_steps: int | None = None) -> None:
-        fields = {"history": self.history, "log_tail": "\n".join(self.lines) + "\n"}  # heartbeats: the Heartbeat thread
+        # Heartbeats are not written here: the Heartbeat thread beats even while a step runs long.
+        fields: dict[str, object] = {"history": self.history, "log_tail": "\n".join(self.lines) + "\n"}
         if step is not None:
             fields["step"] = step
         if total_steps is not None:
@@ -217,21 +219,30 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
     return TrainingRun.objects.get(pk=run.pk)
 
 
-def _train(run: TrainingRun, staging: Path, reporter: _RunReporter):
+def _train(run: TrainingRun, staging: Path, reporter: _RunReporter) -> TrainResult:
     config = RUN_CONFIGS[run.kind].from_dict(run.config)
-    common = dict(
-        dataset_path=run.dataset_version.path,
-        output_dir=staging,
-        config=config,
-        on_log=reporter.on_log,
-        should_stop=reporter.should_stop,
-    )
-    if run.kind == TrainingRun.Kind.REWARD:
-        return trainers.train_reward_model(base_model=run.starting_model_path, **common)
-    return trainers.train_dpo(policy_model=run.starting_model_path, **common)
+    if isinstance(config, RewardRunConfig):
+        return trainers.train_reward_model(
+            dataset_path=run.dataset_version.path,
+            base_model=run.starting_model_path,
+            output_dir=staging,
+            config=config,
+            on_log=reporter.on_log,
+            should_stop=reporter.should_stop,
+        )
+    if isinstance(config, DPORunConfig):
+        return trainers.train_dpo(
+            dataset_path=run.dataset_version.path,
+            policy_model=run.starting_model_path,
+            output_dir=staging,
+            config=config,
+            on_log=reporter.on_log,
+            should_stop=reporter.should_stop,
+        )
+    raise ValueError(f"No trainer for run kind {run.kind!r}.")  # RUN_CONFIGS and this function list the same kinds
 
 
-def _run_metrics(result) -> dict:
+def _run_metrics(result: TrainResult) -> dict:
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     metrics.update(
         train_samples=result.train_samples,

@@ -6,6 +6,7 @@ Rankings, rollouts and prompts are read through `labeling.selectors`; scores are
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,16 +38,16 @@ def policy_comparisons(prompt_set_ids: list[int]) -> list[tuple[int, str, str]]:
 
 @dataclass(frozen=True)
 class HumanWinRates:
-    ratings: dict[str, Rating]
+    ratings: dict[Hashable, Rating]  # keyed by policy name
     win_rates: list[WinRate]
-    by_round: dict[int, dict[str, Rating]]  # ratings from all comparisons up to and including the round
+    by_round: dict[int, dict[Hashable, Rating]]  # ratings from all comparisons up to and including the round
     comparisons: int
 
 
 def human_win_rates(prompt_set: PromptSet, *, samples: int = 200, seed: int = 0) -> HumanWinRates:
     rows = policy_comparisons([prompt_set.pk])
     pairs = [(winner, loser) for _, winner, loser in rows]
-    by_round: dict[int, dict[str, Rating]] = {}
+    by_round: dict[int, dict[Hashable, Rating]] = {}
     for round_number in sorted({r for r, _, _ in rows}):
         upto = [(winner, loser) for r, winner, loser in rows if r <= round_number]
         by_round[round_number] = bootstrap_ratings(upto, samples=max(20, samples // 4), seed=seed)
