@@ -9,6 +9,7 @@ keeps DRF's own parser.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -25,7 +26,7 @@ class RequestBodyTooLarge(APIException):
 class BoundedJSONParser(JSONParser):
     """JSON bodies up to PREFLOOP_MAX_JSON_BODY_BYTES (the API's default JSON parser)."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         limit: int = settings.PREFLOOP_MAX_JSON_BODY_BYTES
         request = (parser_context or {}).get("request")
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labeling.models import Assignment, PromptSet, Ranking
@@ -54,20 +55,52 @@ class AssignmentOut(serializers.Serializer):
         return RolloutOut(shown_rollouts(assignment), many=True).data
 
 
+class _WholeJSONField(serializers.Field):
+    """A JSON list or object taken as it came; the service checks its items.
+
+    DRF's ListField and DictField validate item by item (about 15 µs each): a body of tens of thousands
+    of ids would hold a worker for seconds before the service, which knows how many rollouts were
+    shown, refuses it from its length alone.
+    """
+
+    json_type: type = list
+    default_error_messages = {"invalid": "Expected a JSON {kind}, got {got}."}
+
+    def to_internal_value(self, data: object) -> object:
+        if not isinstance(data, self.json_type):
+            kind = "list" if self.json_type is list else "object"
+            self.fail("invalid", kind=kind, got=type(data).__name__)
+        return data
+
+    def to_representation(self, value: object) -> object:
+        return value
+
+
+@extend_schema_field(
+    {"type": "array", "items": {"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]}}
+)
+class RankingField(_WholeJSONField):
+    json_type = list
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+class FlagsField(_WholeJSONField):
+    json_type = dict
+
+
 class SubmitIn(serializers.Serializer):
     assignment = serializers.IntegerField()
-    ranking = serializers.ListField(
-        child=serializers.JSONField(),
+    ranking = RankingField(
         required=False,
         help_text="Best → worst. Each item is a rollout id, or a list of tied rollout ids.",
     )
     all_bad = serializers.BooleanField(default=False)
-    flags = serializers.DictField(child=serializers.CharField(), required=False, default=dict)
+    flags = FlagsField(required=False, default=dict, help_text="Rollout id → flag reason, for shown rollouts.")
     time_spent_ms = serializers.IntegerField(required=False, min_value=0)
 
     def validate(self, attrs: dict) -> dict:
-        raw = attrs.get("ranking") or []
-        attrs["tiers"] = [item if isinstance(item, list) else [item] for item in raw]
+        # Items stay as sent (an id, or a list of tied ids): the service reads them once it has checked the length.
+        attrs["tiers"] = attrs.get("ranking") or []
         if not attrs["tiers"] and not attrs["all_bad"]:
             raise serializers.ValidationError({"ranking": "Give a ranking of the shown rollouts, or set all_bad."})
         return attrs

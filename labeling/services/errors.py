@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class LabelingError(Exception):
     """A request the service refuses, with a machine-readable code and a sentence for humans."""
@@ -24,8 +26,8 @@ class ImportRejected(LabelingError):
 
     code = "invalid_import"
 
-    def __init__(self, errors: list[tuple[int, str]], *, total_errors: int | None = None) -> None:
-        self.errors = errors
+    def __init__(self, errors: Sequence[tuple[int, str]], *, total_errors: int | None = None) -> None:
+        self.errors = list(errors)
         self.total_errors = total_errors if total_errors is not None else len(errors)
         shown = "; ".join(f"line {line}: {reason}" for line, reason in errors)
         more = self.total_errors - len(errors)

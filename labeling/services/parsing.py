@@ -71,7 +71,7 @@ class PromptRecord:
 
     @property
     def content_hash(self) -> str:
-        canonical = {"messages": self.messages} if self.messages is not None else {"text": self.text}
+        canonical: dict[str, object] = {"messages": self.messages} if self.messages is not None else {"text": self.text}
         return sha256_text(json.dumps(canonical, sort_keys=True, ensure_ascii=False))
 
     @property

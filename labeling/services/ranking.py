@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -25,30 +26,31 @@ class SubmitResult:
     created: bool  # False when this was a retry of an earlier submit
 
 
-def normalize_tiers(tiers: Sequence[Sequence[int]], shown: Sequence[int]) -> list[list[int]]:
-    """Check `tiers` (best → worst, ties grouped) ranks every shown rollout exactly once.
+def normalize_tiers(tiers: Sequence[Sequence[int] | int], shown: Sequence[int]) -> list[list[int]]:
+    """Check `tiers` (best → worst; each a list of tied ids, or one bare id) ranks every shown rollout exactly once.
 
     Linear in the size of the ranking, and a ranking longer than what was shown is refused from its
     length alone, before any id is looked at: this runs in the request, under the assignment's row
     lock, and a client may post tens of thousands of ids (a quadratic check took 28 s for 30,000).
     """
+    if len(tiers) > len(shown):
+        raise _longer_than_shown(f"{len(tiers):,} places", shown)
     n_ids = sum(len(tier) if isinstance(tier, (list, tuple)) else 1 for tier in tiers)
     if n_ids > len(shown):
-        raise RankingRejected(
-            f"The ranking has {n_ids:,} rollout ids but this task shows {len(shown)}: "
-            "rank each shown rollout exactly once.",
-            code="not_a_permutation",
-        )
+        raise _longer_than_shown(f"{n_ids:,} rollout ids", shown)
     shown_set = set(shown)
-    flat: list[int] = []
+    flat: list[object] = []
     for tier in tiers:
-        if not isinstance(tier, (list, tuple)) or not tier:
+        if not isinstance(tier, (list, tuple)):
+            flat.append(tier)
+        elif tier:
+            flat.extend(tier)
+        else:
             raise RankingRejected("Each tier must be a non-empty list of rollout ids.", code="malformed_ranking")
-        flat.extend(tier)
     if not all(isinstance(rid, int) and not isinstance(rid, bool) for rid in flat):
         raise RankingRejected("Rollout ids must be integers.", code="malformed_ranking")
     problems = []
-    counts = Counter(flat)
+    counts = Counter(cast("list[int]", flat))  # every item was checked just above
     unexpected = sorted(counts.keys() - shown_set)
     missing = sorted(shown_set - counts.keys())
     repeated = sorted(rid for rid, n in counts.items() if n > 1)
@@ -65,10 +67,21 @@ def normalize_tiers(tiers: Sequence[Sequence[int]], shown: Sequence[int]) -> lis
             + ".",
             code="not_a_permutation",
         )
-    return [list(tier) for tier in tiers]
+    return [[tier] if isinstance(tier, int) else list(tier) for tier in tiers]
+
+
+def _longer_than_shown(size: str, shown: Sequence[int]) -> RankingRejected:
+    return RankingRejected(
+        f"The ranking has {size} but this task shows {len(shown)} rollouts: rank each shown rollout exactly once.",
+        code="not_a_permutation",
+    )
 
 
 def _normalize_flags(flags: Mapping, shown: Sequence[int]) -> dict[str, str]:
+    if len(flags) > len(shown):  # like the ranking: refused from its size before any key is read
+        raise RankingRejected(
+            f"{len(flags):,} flags but this task shows {len(shown)} rollouts; flag each at most once.", code="bad_flag"
+        )
     clean: dict[str, str] = {}
     for raw_id, reason in (flags or {}).items():
         try:
@@ -77,7 +90,7 @@ def _normalize_flags(flags: Mapping, shown: Sequence[int]) -> dict[str, str]:
             raise RankingRejected(f"Flag key {raw_id!r} is not a rollout id.", code="bad_flag") from None
         if rollout_id not in shown:
             raise RankingRejected(f"Cannot flag rollout {rollout_id}: it was not shown in this task.", code="bad_flag")
-        if reason not in FLAG_REASONS:
+        if not isinstance(reason, str) or reason not in FLAG_REASONS:
             raise RankingRejected(
                 f"Flag reason {reason!r} for rollout {rollout_id} is not one of {sorted(FLAG_REASONS)}.",
                 code="bad_flag",

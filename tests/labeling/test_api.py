@@ -108,7 +108,7 @@ def test_a_retry_storm_stores_exactly_one_ranking():
         (lambda ids: ids[:-1], "not_a_permutation", "missing"),
         (lambda ids: [ids[0], *ids[:-1]], "not_a_permutation", "more than once"),
         (lambda ids: [*ids[:-1], 999999], "not_a_permutation", "not shown"),
-        (lambda ids: [[], *ids], "malformed_ranking", "non-empty"),
+        (lambda ids: [[], *ids[1:]], "malformed_ranking", "non-empty"),
         (lambda ids: ["one", *ids[1:]], "malformed_ranking", "integers"),
     ],
     ids=["missing", "repeated", "foreign", "empty-tier", "not-an-id"],

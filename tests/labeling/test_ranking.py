@@ -33,7 +33,7 @@ def test_a_ranking_of_thirty_thousand_ids_is_refused_by_its_length_alone(api):
     assert response.status_code == 400
     assert response.json()["code"] == "not_a_permutation"
     detail = response.json()["detail"]
-    assert "has 30,000 rollout ids but this task shows 3" in detail
+    assert "has 30,000 places but this task shows 3 rollouts" in detail
     # The per-id checks would have named the foreign ids; the length check never reached them.
     assert "not shown" not in detail and str(10**6) not in detail
     assert not Ranking.objects.exists()
@@ -41,7 +41,7 @@ def test_a_ranking_of_thirty_thousand_ids_is_refused_by_its_length_alone(api):
 
 def test_one_tie_holding_more_ids_than_were_shown_is_refused_by_its_length():
     """The length counts ids inside ties, not just tiers."""
-    with pytest.raises(RankingRejected, match="has 5 rollout ids but this task shows 3") as rejected:
+    with pytest.raises(RankingRejected, match="has 5 rollout ids but this task shows 3 rollouts") as rejected:
         normalize_tiers([[11, 12, 13, 14, 15]], SHOWN)
     assert rejected.value.code == "not_a_permutation"
 
@@ -57,8 +57,16 @@ def test_a_ranking_as_long_as_the_task_names_every_problem_at_once():
 
 
 def test_a_valid_ranking_with_ties_is_returned_as_lists():
-    """Tuples and lists are both accepted; the result is lists in the given order."""
-    assert normalize_tiers([(13,), [11, 12]], SHOWN) == [[13], [11, 12]]
+    """Bare ids, tuples and lists are all accepted; the result is lists in the given order."""
+    assert normalize_tiers([13, (11,), [12]], SHOWN) == [[13], [11], [12]]
+    assert normalize_tiers([[11, 12, 13]], SHOWN) == [[11, 12, 13]]
+
+
+def test_more_places_than_shown_rollouts_are_refused_before_the_ids_are_read():
+    """The number of places alone refuses the ranking: ids that are not even ids are never looked at."""
+    with pytest.raises(RankingRejected, match="has 4 places but this task shows 3 rollouts") as rejected:
+        normalize_tiers([11, "twelve", [], None], SHOWN)
+    assert rejected.value.code == "not_a_permutation"
 
 
 def test_a_json_body_over_the_limit_is_refused_with_413_before_it_is_parsed(api, settings):
@@ -76,3 +84,43 @@ def test_a_json_body_nested_too_deeply_to_parse_is_a_400(api):
     response = api.post("/api/rankings/", body, content_type="application/json")
     assert response.status_code == 400
     assert "nested too deeply" in response.json()["detail"]
+
+
+def test_more_flags_than_shown_rollouts_are_refused_by_their_count(api):
+    """Flags are bounded like the ranking: a flood of them is refused from its size."""
+    prompt_set = prompt_set_with_tasks(n_prompts=1, rollouts_per_task=3)
+    task = take(api, prompt_set)
+    ids = [r["id"] for r in task["rollouts"]]
+    flags = {str(10**6 + i): "broken" for i in range(BOGUS_IDS)}
+    response = api.post(
+        "/api/rankings/", {"assignment": task["assignment"], "ranking": ids, "flags": flags}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_flag"
+    assert "30,000 flags but this task shows 3" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body_change, field",
+    [({"ranking": "1,2,3"}, "ranking"), ({"flags": ["broken"]}, "flags")],
+    ids=["ranking-not-a-list", "flags-not-an-object"],
+)
+def test_a_ranking_or_flags_of_the_wrong_json_type_is_a_400(api, body_change, field):
+    """The ranking must be a JSON list and the flags a JSON object."""
+    prompt_set = prompt_set_with_tasks(n_prompts=1, rollouts_per_task=3)
+    task = take(api, prompt_set)
+    response = api.post("/api/rankings/", {"assignment": task["assignment"], **body_change}, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+def test_a_flag_reason_that_is_not_a_string_is_a_400(api):
+    """Reasons are compared with the known ones only once they are strings."""
+    prompt_set = prompt_set_with_tasks(n_prompts=1, rollouts_per_task=3)
+    task = take(api, prompt_set)
+    ids = [r["id"] for r in task["rollouts"]]
+    body = {"assignment": task["assignment"], "ranking": ids, "flags": {str(ids[0]): ["broken"]}}
+    response = api.post("/api/rankings/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_flag"
+    assert not Ranking.objects.exists()
