@@ -16,9 +16,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F
 
@@ -26,11 +26,17 @@ from labeling.models import Assignment, PromptSet, RankingTask, TaskRollout
 from labeling.services.errors import RankingRejected
 from webapp import clock
 
+if TYPE_CHECKING:
+    # AUTH_USER_MODEL is Django's own User; named here for the type checker only.
+    from django.contrib.auth.models import User
+
 # A candidate can be lost to a concurrent annotator between pick and take (SQLite has no SKIP
 # LOCKED); a few retries make that invisible without looping forever on a drained queue.
 _TAKE_ATTEMPTS = 5
 # Expired leases are released in batches so one request never does unbounded work.
 _REAP_BATCH = 500
+# Display orders are shuffled with this unless a caller passes its own (tests pass a seeded one).
+_RNG = random.Random()
 
 
 def lease_duration() -> timedelta:
@@ -67,7 +73,7 @@ def _free_slots(slots_by_task: Counter[int]) -> None:
         RankingTask.objects.filter(pk=task_id).update(active_count=F("active_count") - slots_by_task[task_id])
 
 
-def _live_lease(annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
+def _live_lease(annotator: User, now: datetime) -> Assignment | None:
     return (
         Assignment.objects.select_related("task")
         .filter(annotator=annotator, status=Assignment.Status.LEASED, leased_until__gt=now)
@@ -75,7 +81,7 @@ def _live_lease(annotator: AbstractBaseUser, now: datetime) -> Assignment | None
     )
 
 
-def _candidate_tasks(annotator: AbstractBaseUser, prompt_set: PromptSet | None):
+def _candidate_tasks(annotator: User, prompt_set: PromptSet | None):
     # NOT IN over the annotator's own task ids (a hashed subplan), not a correlated NOT EXISTS: on
     # fresh statistics Postgres picked a nested anti-join that re-scanned their history per task.
     # An expired lease does not count: the annotator may be handed that task again (re-leasing the row).
@@ -93,7 +99,7 @@ def _candidate_tasks(annotator: AbstractBaseUser, prompt_set: PromptSet | None):
 
 
 def next_task_for(
-    annotator: AbstractBaseUser, *, prompt_set: PromptSet | None = None, rng: random.Random | None = None
+    annotator: User, *, prompt_set: PromptSet | None = None, rng: random.Random | None = None
 ) -> Assignment | None:
     """Lease the next task to `annotator` (or return the live lease they already hold).
 
@@ -116,7 +122,7 @@ def next_task_for(
     for _ in range(_TAKE_ATTEMPTS):
         try:
             with transaction.atomic():
-                assignment, drained = _take_one(annotator, prompt_set, now, rng or random)
+                assignment, drained = _take_one(annotator, prompt_set, now, rng or _RNG)
         except IntegrityError:
             # Lost a race the constraints caught (e.g. the same annotator asking twice at once):
             # what they hold now is the answer.
@@ -133,7 +139,7 @@ def next_task_for(
     return None
 
 
-def _expire_own_lapsed_lease(annotator: AbstractBaseUser, now: datetime) -> None:
+def _expire_own_lapsed_lease(annotator: User, now: datetime) -> None:
     lapsed = (
         Assignment.objects.filter(annotator=annotator, status=Assignment.Status.LEASED, leased_until__lte=now)
         .values_list("id", flat=True)
@@ -144,7 +150,7 @@ def _expire_own_lapsed_lease(annotator: AbstractBaseUser, now: datetime) -> None
 
 
 def _take_one(
-    annotator: AbstractBaseUser, prompt_set: PromptSet | None, now: datetime, rng: random.Random
+    annotator: User, prompt_set: PromptSet | None, now: datetime, rng: random.Random
 ) -> tuple[Assignment | None, bool]:
     """One attempt inside a transaction: (assignment, queue_drained)."""
     candidate = (
@@ -176,9 +182,7 @@ def _take_one(
     return Assignment.objects.create(task_id=candidate, annotator=annotator, **lease), False
 
 
-def release_assignment(
-    *, annotator: AbstractBaseUser, assignment_id: int, status: str = Assignment.Status.SKIPPED
-) -> Assignment:
+def release_assignment(*, annotator: User, assignment_id: int, status: str = Assignment.Status.SKIPPED) -> Assignment:
     """End a live lease without a ranking (skip, or hand back); the slot returns to the pool.
 
     Idempotent: releasing an assignment that is no longer leased changes nothing.
@@ -196,6 +200,6 @@ def release_assignment(
     return assignment
 
 
-def skip_assignment(*, annotator: AbstractBaseUser, assignment_id: int) -> Assignment:
+def skip_assignment(*, annotator: User, assignment_id: int) -> Assignment:
     """The annotator passes on this task: they will not see it again; someone else may."""
     return release_assignment(annotator=annotator, assignment_id=assignment_id, status=Assignment.Status.SKIPPED)

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 
 from labeling.models import Assignment, Ranking, RankingTask
 from labeling.services.errors import RankingRejected
 from webapp import clock
+
+if TYPE_CHECKING:
+    # AUTH_USER_MODEL is Django's own User; named here for the type checker only.
+    from django.contrib.auth.models import User
 
 FLAG_REASONS = frozenset(Ranking.FlagReason.values)
 # Longer than any real task; a client reporting more is clamped, not rejected.
@@ -101,7 +104,7 @@ def _normalize_flags(flags: Mapping, shown: Sequence[int]) -> dict[str, str]:
 
 def submit_ranking(
     *,
-    annotator: AbstractBaseUser,
+    annotator: User,
     assignment_id: int,
     tiers: Sequence[Sequence[int]],
     all_bad: bool = False,
