@@ -4,9 +4,10 @@
     python benchmarks/export_speed.py [--db postgres|sqlite] [--comparisons 1000000] [--k 4]
 
 Rankings are inserted in bulk (not through the queue: that is the load benchmark's job), enough for
-`--comparisons` pairs: each ranking of k rollouts yields k(k-1)/2 pairs. Then `export_dataset` runs
-once cold and once more on the same data (which must find the same content hash and write nothing).
-Prints the set-up time, the export's wall time and comparisons/s, the files' sizes and peak RSS.
+`--comparisons` pairs: each ranking of k rollouts yields k(k-1)/2 pairs. Then a fresh child process runs
+the export as a worker does (`export_worker.export_dataset`: streamed to Parquet + JSONL) once cold and
+once more on the same data (answered with the same version, writing nothing). Prints the set-up time,
+the export's wall time and comparisons/s, the files' sizes and the export process's peak RSS.
 It prints figures and asserts nothing.
 """
 
@@ -118,7 +119,42 @@ def populate(*, comparisons: int, k: int, annotators: int) -> int:
     return Ranking.objects.count()
 
 
+def export_step() -> None:
+    """Child process: export the one prompt set in-process (as a worker does) and print figures as JSON.
+
+    A fresh process, so its peak RSS is the export's alone, not the bulk insert's that came before.
+    """
+    import json
+    import os
+
+    django_setup(dict(os.environ))
+    from labeling.models import PromptSet
+    from training.services.export import ExportOptions
+    from training.services.export_worker import export_dataset
+
+    options = ExportOptions(prompt_set_ids=(PromptSet.objects.get().pk,), format=os.environ["BENCH_FORMAT"])
+    started = time.perf_counter()
+    result = export_dataset(options=options)
+    export_s = time.perf_counter() - started
+    started = time.perf_counter()
+    again = export_dataset(options=options)
+    again_s = time.perf_counter() - started
+    version = result.version
+    figures = {
+        "export_s": export_s,
+        "again_s": again_s,
+        "same_version": again.version.pk == version.pk and not again.created,
+        "n_train": version.n_train,
+        "n_test": version.n_test,
+        "sizes": {p.name: p.stat().st_size for p in sorted(Path(version.path).iterdir())},
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(json.dumps(figures))
+
+
 def main() -> None:
+    import json
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL.replace("prefloop_bench", "prefloop_bench_export"))
@@ -126,7 +162,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--annotators", type=int, default=2)
     parser.add_argument("--format", choices=["standard", "conversational"], default="standard")
+    parser.add_argument("--export-step", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.export_step:
+        export_step()
+        return
 
     database = FreshDatabase(args.db, pg_url=args.pg_url)
     try:
@@ -141,39 +181,35 @@ def main() -> None:
         if migrate.returncode != 0:
             sys.exit(migrate.stdout + migrate.stderr)
         django_setup(env)
-        from labeling.models import PromptSet
-        from training.services.export import ExportOptions, export_dataset
-
         started = time.perf_counter()
         n_rankings = populate(comparisons=args.comparisons, k=args.k, annotators=args.annotators)
         setup_s = time.perf_counter() - started
-        options = ExportOptions(prompt_set_ids=(PromptSet.objects.get().pk,), format=args.format)
 
-        started = time.perf_counter()
-        result = export_dataset(options=options)
-        export_s = time.perf_counter() - started
-        started = time.perf_counter()
-        again = export_dataset(options=options)
-        again_s = time.perf_counter() - started
-
-        version = result.version
-        sizes = {p.name: p.stat().st_size for p in sorted(Path(version.path).iterdir())}
-        pairs = version.n_train + version.n_test
-        peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        child = subprocess.run(
+            [sys.executable, __file__, "--export-step"],
+            env={**env, "BENCH_FORMAT": args.format},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if child.returncode != 0:
+            sys.exit(child.stdout + child.stderr)
+        figures = json.loads(child.stdout.strip().splitlines()[-1])
+        pairs = figures["n_train"] + figures["n_test"]
         print(f"database          {args.db}")
         print(
             f"rankings          {n_rankings:,} (k={args.k}, {args.annotators} annotators per task),"
             f" inserted in {setup_s:.1f} s"
         )
         print(
-            f"comparisons       {pairs:,} ({version.n_train:,} train / {version.n_test:,} test), format {args.format}"
+            f"comparisons       {pairs:,} ({figures['n_train']:,} train / {figures['n_test']:,} test),"
+            f" format {args.format}"
         )
-        print(f"export wall time  {export_s:.1f} s  ->  {pairs / export_s:,.0f} comparisons/s")
-        print(
-            f"re-export         {again_s:.1f} s, same version: {again.version.pk == version.pk and not again.created}"
-        )
+        print(f"export wall time  {figures['export_s']:.1f} s  ->  {pairs / figures['export_s']:,.0f} comparisons/s")
+        print(f"re-export         {figures['again_s']:.2f} s, same version: {figures['same_version']}")
+        sizes = figures["sizes"]
         print("files             " + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sizes.items()))
-        print(f"peak RSS          {peak_rss_mib:,.0f} MiB")
+        print(f"peak RSS          {figures['peak_rss_mib']:,.0f} MiB (the export process alone)")
     finally:
         database.close()
 

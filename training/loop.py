@@ -27,7 +27,8 @@ from labeling.services.importing import import_file
 from training.models import ModelVersion, TrainingRun
 from training.services import generation as generation_service
 from training.services import runs
-from training.services.export import ExportOptions, export_dataset
+from training.services.export import ExportOptions
+from training.services.export_worker import export_dataset
 from training.services.winrates import automatic_win_rate, human_win_rates, score_rollouts, win_rate_of
 
 SUBJECTS = ("the river", "a small robot", "my neighbour", "the old library", "this recipe", "the night train")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from training.services import autotrain, dispatch, generation, runs
+from training.services import autotrain, dispatch, export_worker, generation, runs
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_RUN)
@@ -19,12 +19,17 @@ def execute_training_run(self, run_id: int) -> str:
 
 @shared_task(name="training.reap_stale_runs")
 def reap_stale_runs() -> int:
-    return runs.reap_stale_runs()
+    return runs.reap_stale_runs() + export_worker.reap_stale_exports()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_EXPORT)
+def execute_export(export_id: int) -> str:
+    return export_worker.execute_export(export_id).status
 
 
 @shared_task(name="training.auto_train")
 def auto_train() -> list[int]:
-    return [run.pk for run in autotrain.auto_train_tick()]
+    return [export.pk for export in autotrain.auto_train_tick()]  # queued exports; each queues its run
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_GENERATION)

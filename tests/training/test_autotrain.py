@@ -7,6 +7,7 @@ import pytest
 from tests.training.factories import ranked_prompt_set
 from training.models import AutoTrainPolicy, DatasetVersion, GenerationRun, ModelVersion, TrainingRun
 from training.services.autotrain import auto_train_tick
+from training.services.export_worker import execute_export
 from training.services.runs import execute_run
 
 pytestmark = pytest.mark.django_db
@@ -33,10 +34,10 @@ def test_nothing_trains_until_enough_new_rankings_arrived():
     assert auto_train_tick() == [] and not DatasetVersion.objects.exists()
 
 
-def test_a_tick_exports_and_queues_a_run_once_per_batch_of_new_rankings():
-    """At the threshold: one version, one scheduled run; the next tick waits for new rankings."""
+def test_a_tick_queues_an_export_whose_version_queues_the_run_once_per_batch_of_new_rankings():
+    """At the threshold the tick only queues an export (no lock held while it builds); the export queues the run."""
     prompt_set = ranked_prompt_set(n_prompts=6, overlap=1)
-    AutoTrainPolicy.objects.create(
+    policy = AutoTrainPolicy.objects.create(
         prompt_set=prompt_set,
         enabled=True,
         min_new_rankings=6,
@@ -44,10 +45,14 @@ def test_a_tick_exports_and_queues_a_run_once_per_batch_of_new_rankings():
         base_model="org/model",
         config={"max_steps": 2},
     )
-    (run,) = auto_train_tick()
+    (export,) = auto_train_tick()
+    assert export.status == "queued" and export.then_run == {"auto_train_policy": policy.pk}
+    assert not DatasetVersion.objects.exists()  # built later, by a worker, outside the tick's transaction
+    assert auto_train_tick() == []  # the mark moved when the export was queued
+    export = execute_export(export.pk)
+    run = TrainingRun.objects.get()
     assert (run.kind, run.trigger, run.status, run.config["max_steps"]) == ("reward", "schedule", "queued", 2)
-    assert AutoTrainPolicy.objects.get().last_dataset_version == run.dataset_version
-    assert auto_train_tick() == []
+    assert AutoTrainPolicy.objects.get().last_dataset_version == run.dataset_version == export.dataset_version
 
 
 @pytest.mark.slow
@@ -62,8 +67,9 @@ def test_a_finished_scheduled_dpo_run_refreshes_the_prompt_set(tiny_base):
         base_model=str(tiny_base),
         config={"max_steps": 2, "per_device_batch_size": 4},
     )
-    (run,) = auto_train_tick()
-    run = execute_run(run.pk)
+    (export,) = auto_train_tick()
+    execute_export(export.pk)
+    run = execute_run(TrainingRun.objects.get().pk)
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     generation = GenerationRun.objects.get()
     assert (generation.policy, generation.prompt_set, generation.trigger) == (
@@ -74,7 +80,7 @@ def test_a_finished_scheduled_dpo_run_refreshes_the_prompt_set(tiny_base):
 
 
 def test_new_rankings_that_add_no_pairs_do_not_retrain_the_same_data():
-    """All-bad rankings move the high-water mark but give the same export: no second run, now or later."""
+    """All-bad rankings move the high-water mark but export the same content: no second run, now or later."""
     from labeling.models import Ranking
     from labeling.services.queue import next_task_for
     from labeling.services.ranking import submit_ranking
@@ -87,11 +93,13 @@ def test_new_rankings_that_add_no_pairs_do_not_retrain_the_same_data():
     AutoTrainPolicy.objects.create(
         prompt_set=prompt_set, enabled=True, min_new_rankings=4, kind="reward", base_model="org/model"
     )
-    assert len(auto_train_tick()) == 1
+    (first,) = auto_train_tick()
+    execute_export(first.pk)
     late = AnnotatorFactory()
     while (assignment := next_task_for(late, prompt_set=prompt_set)) is not None:
         submit_ranking(annotator=late, assignment_id=assignment.pk, tiers=[], all_bad=True)
     assert Ranking.objects.filter(annotator=late).count() == 4
-    assert auto_train_tick() == [] and auto_train_tick() == []
-    assert TrainingRun.objects.count() == 1
+    (second,) = auto_train_tick()
+    assert execute_export(second.pk).reused and auto_train_tick() == []
+    assert TrainingRun.objects.count() == 1 and DatasetVersion.objects.count() == 1
     assert AutoTrainPolicy.objects.get().last_ranking_id == Ranking.objects.latest("id").pk

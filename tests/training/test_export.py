@@ -10,7 +10,8 @@ import pytest
 from labeling.models import Ranking
 from tests.training.factories import ranked_prompt_set
 from training.models import DatasetVersion
-from training.services.export import ExportError, ExportOptions, collect_pairs, export_dataset, ranking_pairs
+from training.services.export import ExportError, ExportOptions, collect_pairs, ranking_pairs
+from training.services.export_worker import export_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -147,7 +148,7 @@ def test_an_empty_selection_is_refused_with_a_reason():
     """No rankings, no version."""
     from tests.factories import PromptSetFactory
 
-    with pytest.raises(ExportError, match="no comparisons"):
+    with pytest.raises(ExportError, match="no rankings"):
         export_dataset(options=ExportOptions(prompt_set_ids=(PromptSetFactory().pk,)))
     assert not DatasetVersion.objects.exists()
 
@@ -177,14 +178,69 @@ def test_marked_tie_rows_are_exported_but_never_trained_on():
     assert len(load_preference_splits(version.path)["train"]) == 12
 
 
-def test_standard_prompts_end_in_whitespace_so_completions_do_not_run_into_them():
-    """TRL concatenates prompt and answer: the export ends each prompt with a newline."""
+def test_exported_prompts_and_responses_equal_what_was_imported_byte_for_byte():
+    """No separator, no normalisation in the files: prompt, chosen and rejected are the imported strings."""
     import datasets
+
+    from labeling.models import Prompt, Rollout
+
+    prompt_set = ranked_prompt_set(n_prompts=3)
+    Prompt.objects.filter(prompt_set=prompt_set).update(text="  Tabs\tand trailing spaces?  ")
+    Rollout.objects.filter(prompt__prompt_set=prompt_set).update(text="Ünïcode\u2028line \r\n end ")
+    version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.0)).version
+    for source in (
+        datasets.Dataset.from_parquet(f"{version.path}/train.parquet").to_list(),
+        [json.loads(line) for line in (Path(version.path) / "train.jsonl").read_text().split("\n") if line],
+    ):
+        assert {row["prompt"] for row in source} == {"  Tabs\tand trailing spaces?  "}
+        assert {row["chosen"] for row in source} | {row["rejected"] for row in source} == {
+            "Ünïcode\u2028line \r\n end "
+        }
+
+
+def test_the_trainer_adds_the_prompt_separator_at_training_time_by_the_generation_rule():
+    """Training sees prompt + "\\n" where the prompt does not end in whitespace, as generation and scoring do."""
+    from training.trainers.data import load_preference_splits
+    from training.trainers.formatting import completion_prompt
 
     prompt_set = ranked_prompt_set(n_prompts=3)
     version = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.0)).version
-    prompts = datasets.Dataset.from_parquet(f"{version.path}/train.parquet")["prompt"]
-    assert all(p.endswith("?\n") for p in prompts)
+    exported = json.loads((Path(version.path) / "train.jsonl").read_text().split("\n")[0])["prompt"]
+    trained = load_preference_splits(version.path)["train"][0]["prompt"]
+    assert not exported.endswith("\n") and trained == completion_prompt(exported) == exported + "\n"
+
+
+def test_chat_prompts_round_trip_exactly_in_the_conversational_format_and_are_refused_in_the_standard_one():
+    """Messages come back as imported; the standard format refuses them with a pointer to the conversational one."""
+    import datasets
+
+    from labeling.models import Prompt
+
+    prompt_set = ranked_prompt_set(n_prompts=2)
+    messages = [
+        {"role": "system", "content": "Be brief. "},
+        {"role": "user", "content": "Hi\u2029there"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Why is the sky blue?"},
+    ]
+    Prompt.objects.filter(prompt_set=prompt_set).update(text="", messages=messages)
+    version = export_dataset(
+        options=ExportOptions(prompt_set_ids=(prompt_set.pk,), format="conversational", test_fraction=0.0)
+    ).version
+    rows = datasets.Dataset.from_parquet(f"{version.path}/train.parquet").to_list()
+    assert rows and all(row["prompt"] == messages for row in rows)
+    with pytest.raises(ExportError, match="conversational format"):
+        export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), format="standard"))
+
+
+def test_the_content_hash_is_recomputable_from_the_jsonl_files():
+    """sha256 over the rules and each split's JSONL: anyone can check a version's files against its name."""
+    from training.services.export_writer import content_hash_of_files, rules_of
+
+    prompt_set = ranked_prompt_set(n_prompts=6)
+    options = ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.3)
+    version = export_dataset(options=options).version
+    assert content_hash_of_files(Path(version.path), rules_of(options)) == version.content_hash
 
 
 def test_a_requested_test_split_is_never_empty():

@@ -11,7 +11,8 @@ import pytest
 from tests.training.factories import ranked_prompt_set
 from tests.training.worker import celery_worker, wait_for
 from training.models import ModelVersion, TrainingRun
-from training.services.export import ExportOptions, export_dataset
+from training.services.export import ExportOptions
+from training.services.export_worker import export_dataset
 from training.services.runs import reap_stale_runs, start_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -125,3 +126,32 @@ def test_cancelling_a_running_run_stops_it_without_a_model(data_dir, dataset_ver
         wait_for(lambda: fresh(run).status not in TrainingRun.ACTIVE, timeout=60, what="the run to stop")
     assert run.status == TrainingRun.Status.CANCELLED
     assert not ModelVersion.objects.exists()
+
+
+def test_an_export_requested_through_the_api_is_built_by_a_real_worker(data_dir, client):
+    """POST answers 202 at once with the export queued; the worker streams it into a version; GET shows it ready."""
+    from tests.factories import ResearcherFactory
+    from training.models import DatasetExport, DatasetVersion
+
+    prompt_set = ranked_prompt_set(n_prompts=10, k=3, overlap=1)
+    client.force_login(ResearcherFactory())
+    with celery_worker(data_dir=data_dir):
+        response = client.post(
+            "/api/dataset-versions/", {"prompt_sets": [prompt_set.pk], "name": "async"}, content_type="application/json"
+        )
+        assert response.status_code == 202, response.content
+        body = response.json()
+        assert body["status"] in {"queued", "running"} and body["dataset_version"] is None
+        export = DatasetExport.objects.get(pk=body["id"])
+        wait_for(
+            lambda: DatasetExport.objects.get(pk=export.pk).status in {"succeeded", "failed"},
+            timeout=120,
+            what="the export to finish",
+        )
+    ready = client.get(f"/api/dataset-exports/{export.pk}/").json()
+    assert ready["status"] == "succeeded", ready["error"]
+    version = DatasetVersion.objects.get(pk=ready["dataset_version"]["id"])
+    assert version.name == "async" and version.n_train + version.n_test == 30
+    assert not list((data_dir / "datasets").glob(".staging-*"))
+    again = client.post("/api/dataset-versions/", {"prompt_sets": [prompt_set.pk]}, content_type="application/json")
+    assert again.status_code == 200 and again.json()["dataset_version"]["id"] == version.pk

@@ -1,11 +1,11 @@
 """Admin for training: export dataset versions, start and watch runs, the model registry, generation, auto-train.
 
 One module per concern; importing them here is what registers them with the admin site. The views are
-thin: forms turn inputs into service arguments (`export_dataset`, `start_run`, `cancel_run`,
+thin: forms turn inputs into service arguments (`request_export`, `start_run`, `cancel_run`,
 `start_generation`) and show the errors those raise. Nothing here imports torch or the trainers' heavy
 modules — only `training.trainers.config` (via the forms) — so the web process stays light.
 """
 
-from training.admin import autotrain, datasets, generation, registry, runs
+from training.admin import autotrain, datasets, exports, generation, registry, runs
 
-__all__ = ["autotrain", "datasets", "generation", "registry", "runs"]
+__all__ = ["autotrain", "datasets", "exports", "generation", "registry", "runs"]

@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from training.admin._common import ADMIN_CSS, pretty_json
 from training.forms import ExportForm
 from training.models import DatasetVersion
-from training.services.export import DOWNLOAD_FORMATS, SPLITS, ExportError, dataset_file, export_dataset
+from training.services.export import DOWNLOAD_FORMATS, SPLITS, ExportError, dataset_file, request_export
 
 
 @admin.register(DatasetVersion)
@@ -105,27 +105,28 @@ class DatasetVersionAdmin(admin.ModelAdmin):
         form = ExportForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                # Synchronous on purpose: an export is a few queries and a file write, and the researcher
-                # wants the version (or the reason there is none) right away.
-                result = export_dataset(options=form.options(), name=form.cleaned_data["name"], created_by=request.user)
+                request_ = request_export(
+                    options=form.options(), name=form.cleaned_data["name"], created_by=request.user
+                )
             except ExportError as error:
-                form.add_error(None, str(error))
+                form.add_error(error.field if error.field in form.fields else None, str(error))
             else:
-                version = result.version
-                if result.created:
+                export = request_.export
+                if request_.existing and export.dataset_version is not None:
+                    version = export.dataset_version
                     self.message_user(
                         request,
-                        f"Dataset version “{version}” created: {version.n_train} train / {version.n_test} test pairs "
-                        f"from {version.n_rankings} rankings.",
-                        messages.SUCCESS,
-                    )
-                else:
-                    self.message_user(
-                        request,
-                        f"Dataset version “{version}” already existed (same content hash); nothing new was written.",
+                        f"These rankings were exported before as “{version}”; nothing new was written.",
                         messages.INFO,
                     )
-                return HttpResponseRedirect(reverse("admin:training_datasetversion_change", args=[version.pk]))
+                    return HttpResponseRedirect(reverse("admin:training_datasetversion_change", args=[version.pk]))
+                self.message_user(
+                    request,
+                    f"{export} queued: a worker builds it from {export.rankings_total} rankings; "
+                    "its version appears here when it is ready.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:training_datasetexport_changelist"))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from training.models import DatasetVersion, ModelVersion, TrainingRun
+from labeling.models import PromptSet
+from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
 from training.services.export import AGGREGATIONS, ALL_BAD, FLAGGED, FORMATS, TIES
+
+_MAX_IDS = 1_000  # prompt sets or annotators named in one export: far above real use, far below a costly query
+
+
+def _existing_ids(ids: list[int], queryset, noun: str) -> list[int]:
+    """The ids, deduplicated and sorted (so [31, 31] and [31] are the same export), all of them existing."""
+    unique = sorted(set(ids))
+    found = set(queryset.filter(pk__in=unique).values_list("pk", flat=True))
+    missing = [pk for pk in unique if pk not in found]
+    if missing:
+        raise serializers.ValidationError(f"No {noun} with id {', '.join(map(str, missing[:20]))}.")
+    return unique
 
 
 class ExportIn(serializers.Serializer):
-    prompt_sets = serializers.ListField(child=serializers.IntegerField(), min_length=1)
+    prompt_sets = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=_MAX_IDS)
     since = serializers.DateTimeField(required=False, allow_null=True)
     until = serializers.DateTimeField(required=False, allow_null=True)
-    annotators = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    annotators = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, default=list, max_length=_MAX_IDS
+    )
     ties = serializers.ChoiceField(choices=TIES, default="drop")
     all_bad = serializers.ChoiceField(choices=ALL_BAD, default="skip")
     flagged = serializers.ChoiceField(choices=FLAGGED, default="never_chosen")
     aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default="per_annotator")
     format = serializers.ChoiceField(choices=FORMATS, default="standard")
     test_fraction = serializers.FloatField(default=0.1, min_value=0.0, max_value=0.99)
-    seed = serializers.IntegerField(default=0, min_value=0)
-    name = serializers.CharField(required=False, allow_blank=True, default="")
+    seed = serializers.IntegerField(default=0, min_value=0, max_value=2**31 - 1)
+    name = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=DatasetVersion._meta.get_field("name").max_length
+    )
+
+    def validate_prompt_sets(self, ids: list[int]) -> list[int]:
+        return _existing_ids(ids, PromptSet.objects.all(), "prompt set")
+
+    def validate_annotators(self, ids: list[int]) -> list[int]:
+        return _existing_ids(ids, get_user_model().objects.all(), "user")
 
 
 class DatasetVersionOut(serializers.ModelSerializer):
@@ -38,6 +62,32 @@ class DatasetVersionOut(serializers.ModelSerializer):
             "n_train",
             "n_test",
             "created_at",
+        ]
+
+
+class DatasetExportOut(serializers.ModelSerializer):
+    """An export request and where it stands; `dataset_version` is filled in once it succeeded."""
+
+    dataset_version = DatasetVersionOut(read_only=True, allow_null=True)
+    percent = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = DatasetExport
+        fields = [
+            "id",
+            "name",
+            "status",
+            "percent",
+            "rankings_total",
+            "rankings_done",
+            "pairs_written",
+            "reused",
+            "dataset_version",
+            "error",
+            "options",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
 
 

@@ -11,8 +11,8 @@ from rest_framework.response import Response
 
 from labeling.permissions import HasPermissions, ModelPermissions
 from training.api import serializers as s
-from training.models import DatasetVersion, ModelVersion, TrainingRun
-from training.services.export import ExportError, ExportOptions, dataset_file, export_dataset
+from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
+from training.services.export import ExportError, ExportOptions, dataset_file, request_export
 from training.services.runs import RunRejected, cancel_run, start_run
 
 
@@ -32,9 +32,10 @@ class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
     serializer_class = s.DatasetVersionOut
     queryset = DatasetVersion.objects.prefetch_related("prompt_sets").order_by("-created_at")
 
-    @extend_schema(request=s.ExportIn, responses={201: s.DatasetVersionOut, 200: s.DatasetVersionOut})
+    @extend_schema(request=s.ExportIn, responses={202: s.DatasetExportOut, 200: s.DatasetExportOut})
     def create(self, request: Request, *args, **kwargs) -> Response:
-        """Export a version; the same content returns the existing version with 200."""
+        """Queue an export (202, built by a worker: poll `/api/dataset-exports/{id}/`), or 200 with the finished
+        export of the same selection and rules, whose `dataset_version` is ready."""
         params = s.ExportIn(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
@@ -52,11 +53,14 @@ class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
                 test_fraction=data["test_fraction"],
                 seed=data["seed"],
             )
-            result = export_dataset(options=options, name=data["name"], created_by=request.user)
+            requested = request_export(options=options, name=data["name"], created_by=request.user)
         except ExportError as error:
             return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
-        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        return Response(s.DatasetVersionOut(result.version).data, status=code)
+        body = s.DatasetExportOut(requested.export).data
+        if requested.existing:
+            return Response(body, status=status.HTTP_200_OK)
+        location = f"/api/dataset-exports/{requested.export.pk}/"
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     @action(detail=True, methods=["get"], url_path=r"download/(?P<split>[a-z]+)\.(?P<fmt>[a-z]+)")
@@ -68,6 +72,14 @@ class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
         except FileNotFoundError as error:
             raise Http404(str(error)) from None
         return FileResponse(path.open("rb"), as_attachment=True, filename=f"{version.content_hash[:12]}-{split}.{fmt}")
+
+
+class DatasetExportViewSet(viewsets.ReadOnlyModelViewSet):
+    """Export requests and their progress (created through `POST /api/dataset-versions/`)."""
+
+    permission_classes = [ResearcherPermissions]
+    serializer_class = s.DatasetExportOut
+    queryset = DatasetExport.objects.select_related("dataset_version").order_by("-created_at")
 
 
 class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):

@@ -8,8 +8,8 @@ from django.db import transaction
 
 from labeling.models import PromptSet
 from labeling.selectors import rankings_after
-from training.models import AutoTrainPolicy, ModelVersion, TrainingRun
-from training.services.export import ExportError, ExportOptions, export_dataset
+from training.models import AutoTrainPolicy, DatasetExport, ModelVersion, RunTrigger, TrainingRun
+from training.services.export import ExportError, ExportOptions, request_export
 from training.services.runs import RunRejected, start_run
 from training.trainers.config import RUN_CONFIGS, ConfigError
 
@@ -49,14 +49,15 @@ def validate_auto_train_policy(*, prompt_set: PromptSet, kind: str, base_model: 
     return normalised
 
 
-def auto_train_tick() -> list[TrainingRun]:
-    """For each enabled policy with ≥ N rankings newer than its high-water mark: export, then queue a run.
+def auto_train_tick() -> list[DatasetExport]:
+    """For each enabled policy with ≥ N rankings newer than its high-water mark: queue an export that trains.
 
-    The mark moves on every export, even one that found no new pairs (say, all new rankings were
-    "all bad"), so the same data is never trained on twice. Policies are locked SKIP LOCKED, so two
-    overlapping ticks never both act on one policy.
+    The policy row is locked (SKIP LOCKED, so overlapping ticks never both act on one policy) only to
+    read the count, move the mark and queue the export; the export itself runs in a worker, outside any
+    lock, and queues the run when its version is ready (`start_follow_up_run`). The mark moves on every
+    export, even one that will find no new pairs, so the same data is never trained on twice.
     """
-    started = []
+    queued = []
     for policy_id in AutoTrainPolicy.objects.filter(enabled=True).values_list("id", flat=True):
         with transaction.atomic():
             policy = (
@@ -70,32 +71,42 @@ def auto_train_tick() -> list[TrainingRun]:
             fresh, newest = rankings_after(prompt_set_id=policy.prompt_set_id, after_id=policy.last_ranking_id)
             if fresh < policy.min_new_rankings:
                 continue
+            policy.last_ranking_id = newest
+            policy.save(update_fields=["last_ranking_id"])
             try:
-                exported = export_dataset(
+                request = request_export(
                     options=ExportOptions(prompt_set_ids=(policy.prompt_set_id,)),
                     name=f"{policy.prompt_set.name} (scheduled)",
+                    then_run={"auto_train_policy": policy.pk},
                 )
             except ExportError as error:
                 log.warning("auto-train for %s: nothing to export (%s)", policy.prompt_set, error)
-                exported = None
-            policy.last_ranking_id = newest
-            if exported is not None:
-                policy.last_dataset_version = exported.version
-            policy.save(update_fields=["last_ranking_id", "last_dataset_version"])
-            if exported is None or not exported.created:
-                continue  # no new pairs: nothing new to learn from
-            parent = latest_policy_for(policy) if policy.kind == TrainingRun.Kind.DPO else None
-            try:
-                run = start_run(
-                    kind=policy.kind,
-                    dataset_version=exported.version,
-                    config=policy.config,
-                    base_model="" if parent else policy.base_model,
-                    parent_model=parent,
-                    trigger="schedule",
-                )
-            except RunRejected as error:
-                log.warning("auto-train for %s skipped: %s", policy.prompt_set, error)
                 continue
-        started.append(run)
-    return started
+        queued.append(request.export)
+    return queued
+
+
+def start_follow_up_run(export: DatasetExport) -> TrainingRun | None:
+    """Once a scheduled export is ready: queue its policy's run, unless the content was exported before.
+
+    Raises `RunRejected` when the policy's run is refused (recorded on the export by the caller).
+    """
+    policy = (
+        AutoTrainPolicy.objects.select_related("prompt_set")
+        .filter(pk=(export.then_run or {}).get("auto_train_policy"))
+        .first()
+    )
+    if policy is None or export.dataset_version is None:
+        return None
+    AutoTrainPolicy.objects.filter(pk=policy.pk).update(last_dataset_version=export.dataset_version)
+    if export.reused:
+        return None  # no new pairs: nothing new to learn from
+    parent = latest_policy_for(policy) if policy.kind == TrainingRun.Kind.DPO else None
+    return start_run(
+        kind=policy.kind,
+        dataset_version=export.dataset_version,
+        config=policy.config,
+        base_model="" if parent else policy.base_model,
+        parent_model=parent,
+        trigger=RunTrigger.SCHEDULE,
+    )

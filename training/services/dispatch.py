@@ -15,12 +15,15 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from training.models import GenerationRun, TrainingRun
+from training.models import DatasetExport, GenerationRun, TrainingRun
 from webapp.celery import app
 
 # Task names, as registered by the `name=` of the tasks in `training.tasks`.
 EXECUTE_RUN = "training.execute_run"
 EXECUTE_GENERATION = "training.execute_generation"
+EXECUTE_EXPORT = "training.execute_export"
+# Exports need no GPU: they stream rows from the database to files on the cpu queue whatever the machine.
+EXPORT_QUEUE = "cpu"
 
 
 def _now() -> datetime:
@@ -66,6 +69,17 @@ def send_generation_run_on_commit(run: GenerationRun) -> None:
     transaction.on_commit(lambda: _send(EXECUTE_GENERATION, GenerationRun, run.pk, run.queue))
 
 
+def send_export_on_commit(export: DatasetExport) -> None:
+    """Send a dataset export to the cpu queue when the current transaction commits."""
+    transaction.on_commit(lambda: _send_export(export.pk))
+
+
+def _send_export(export_id: int) -> None:
+    task_id = _send(EXECUTE_EXPORT, DatasetExport, export_id, EXPORT_QUEUE)
+    if task_id is not None:
+        DatasetExport.objects.filter(pk=export_id).update(celery_task_id=task_id)
+
+
 def revoke(task_id: str) -> None:
     """Tell workers to drop a message not yet started (a cancelled queued run)."""
     app.control.revoke(task_id)
@@ -77,7 +91,9 @@ def _send_training_run(run_id: int, queue: str) -> None:
         TrainingRun.objects.filter(pk=run_id).update(celery_task_id=task_id)
 
 
-def _send(task_name: str, model: type[TrainingRun] | type[GenerationRun], run_id: int, queue: str) -> str | None:
+def _send(
+    task_name: str, model: type[TrainingRun] | type[GenerationRun] | type[DatasetExport], run_id: int, queue: str
+) -> str | None:
     """The message's id, or None when the broker refused it (the run is then FAILED with the reason)."""
     try:
         result = app.send_task(task_name, args=[run_id], queue=queue)

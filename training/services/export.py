@@ -13,30 +13,31 @@ Rules (documented in README.md, recorded in each version's `options`):
   P(chosen ≻ rejected)).
 The train/test split is by prompt (no prompt on both sides), decided by a hash of the prompt and
 the seed, so it is deterministic and stable as data grows.
+
+This module is the web side: it checks a selection and queues an export (`request_export`). The rows
+are written in a worker by `export_worker.execute_export`, streaming through `export_writer`; the
+web process never imports pyarrow or `datasets`. Prompt and responses are exported byte for byte as
+imported: any separator a trainer needs between prompt and completion is added at training time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
 
-from labeling.models import prompt_as_text
-from labeling.selectors import export_rankings, prompts_by_id, rollout_texts
-from training.models import DatasetVersion
+from labeling.selectors import chat_prompts_in_selection, export_rankings, selection_stats
+from training.models import DatasetExport, DatasetVersion
 from training.ratings import bradley_terry, win_probability
-from training.trainers.formatting import completion_prompt
+from training.services import dispatch
 
 TIES = ("drop", "mark")
 ALL_BAD = ("skip", "keep")
@@ -45,11 +46,14 @@ AGGREGATIONS = ("per_annotator", "majority", "bradley_terry")
 FORMATS = ("standard", "conversational")
 SPLITS = ("train", "test")
 DOWNLOAD_FORMATS = ("jsonl", "parquet")
-_HASH_SLICE = 10_000
 
 
 class ExportError(ValueError):
-    pass
+    """An export refused before it is queued; `field` names the option at fault where there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -100,13 +104,6 @@ class Pair:
     annotator: int  # -1 for aggregated rows
     weight: float = 1.0
     tie: bool = False
-
-
-@dataclass
-class ExportResult:
-    version: DatasetVersion
-    created: bool
-    counts: dict = field(default_factory=dict)
 
 
 def ranking_pairs(
@@ -190,101 +187,10 @@ def _aggregate(pairs: list[Pair], options: ExportOptions) -> list[Pair]:
     return out
 
 
-def _split_score(prompt_hash: str, seed: int) -> float:
+def split_score(prompt_hash: str, seed: int) -> float:
+    """A prompt's place in [0, 1): below the test fraction it is a test prompt. Stable as data grows."""
     digest = hashlib.sha256(f"{seed}:{prompt_hash}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def assign_splits(prompt_hashes: dict[int, str], *, seed: int, test_fraction: float) -> dict[int, str]:
-    """prompt id → "train" | "test", by a hash of the prompt: stable as data grows.
-
-    With few prompts the hash may put none in test; then the lowest-scoring prompt goes there, so a
-    requested test split is never silently empty (a trainer evaluating on it would refuse the run).
-    """
-    scores = {pid: _split_score(digest, seed) for pid, digest in prompt_hashes.items()}
-    splits = {pid: "test" if score < test_fraction else "train" for pid, score in scores.items()}
-    if test_fraction > 0 and len(scores) > 1 and "test" not in splits.values():
-        splits[min(scores, key=lambda pid: (scores[pid], pid))] = "test"
-    return splits
-
-
-def _message_list(prompt) -> list[dict]:
-    return prompt["messages"] if prompt["messages"] is not None else [{"role": "user", "content": prompt["text"]}]
-
-
-def _prompt_text(prompt) -> str:
-    return completion_prompt(prompt_as_text(prompt["text"], prompt["messages"]))
-
-
-def build_rows(pairs: list[Pair], options: ExportOptions) -> dict[str, dict[str, list]]:
-    """Columnar rows per split in TRL's preference format, plus provenance columns trainers drop."""
-    prompts = prompts_by_id({p.prompt_id for p in pairs})
-    texts = rollout_texts({r for p in pairs for r in (p.chosen, p.rejected)})
-    columns = [
-        "prompt",
-        "chosen",
-        "rejected",
-        "prompt_id",
-        "chosen_id",
-        "rejected_id",
-        "chosen_policy",
-        "rejected_policy",
-        "annotator",
-        "weight",
-    ]
-    if options.ties == "mark":
-        columns.append("tie")
-    splits = {name: {c: [] for c in columns} for name in SPLITS}
-    conversational = options.format == "conversational"
-    split_of = assign_splits(
-        {pid: prompt["content_hash"] for pid, prompt in prompts.items()},
-        seed=options.seed,
-        test_fraction=options.test_fraction,
-    )
-    for pair in sorted(pairs, key=lambda p: (p.prompt_id, p.chosen, p.rejected, p.annotator, p.tie)):
-        prompt = prompts[pair.prompt_id]
-        rows = splits[split_of[pair.prompt_id]]
-        chosen_text, chosen_policy = texts[pair.chosen]
-        rejected_text, rejected_policy = texts[pair.rejected]
-        if conversational:
-            rows["prompt"].append(_message_list(prompt))
-            rows["chosen"].append([{"role": "assistant", "content": chosen_text}])
-            rows["rejected"].append([{"role": "assistant", "content": rejected_text}])
-        else:
-            rows["prompt"].append(_prompt_text(prompt))
-            rows["chosen"].append(chosen_text)
-            rows["rejected"].append(rejected_text)
-        rows["prompt_id"].append(pair.prompt_id)
-        rows["chosen_id"].append(pair.chosen)
-        rows["rejected_id"].append(pair.rejected)
-        rows["chosen_policy"].append(chosen_policy)
-        rows["rejected_policy"].append(rejected_policy)
-        rows["annotator"].append(pair.annotator)
-        rows["weight"].append(float(pair.weight))
-        if options.ties == "mark":
-            rows["tie"].append(pair.tie)
-    return splits
-
-
-def content_hash(splits: dict[str, dict[str, list]], options: ExportOptions) -> str:
-    """Hash of what a trainer sees (rows per split, format, rules) — not of the filters that found them."""
-    digest = hashlib.sha256()
-    digest.update(
-        json.dumps(
-            {k: options.to_dict()[k] for k in ("ties", "all_bad", "flagged", "aggregation", "format")}, sort_keys=True
-        ).encode()
-    )
-    for name in SPLITS:
-        digest.update(name.encode())
-        for column in sorted(splits[name]):
-            digest.update(column.encode())
-            values = splits[name][column]
-            # In slices: one json.dumps of a million texts would hold a second copy of them all.
-            for start in range(0, len(values), _HASH_SLICE):
-                digest.update(
-                    json.dumps(values[start : start + _HASH_SLICE], ensure_ascii=False, separators=(",", ":")).encode()
-                )
-    return digest.hexdigest()
 
 
 def datasets_dir() -> Path:
@@ -293,69 +199,103 @@ def datasets_dir() -> Path:
     return path
 
 
-def _write(splits: dict[str, dict[str, list]], meta: dict, final_dir: Path) -> None:
-    """Write train/test as Parquet + JSONL with `datasets`, in a staging dir renamed into place."""
-    import datasets  # worker-side dependency; kept out of module import for the web process
+@dataclass(frozen=True)
+class Selection:
+    """What an export would read: enough to refuse an empty one and to recognise one already exported."""
 
-    staging = final_dir.parent / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir(parents=True)
-    try:
-        for name in SPLITS:
-            split = datasets.Dataset.from_dict(splits[name])
-            split.to_parquet(str(staging / f"{name}.parquet"))
-            split.to_json(str(staging / f"{name}.jsonl"), lines=True, force_ascii=False)
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        try:
-            os.rename(staging, final_dir)
-        except OSError:
-            if not final_dir.exists():
-                raise
-            shutil.rmtree(staging)  # same hash, same content: an earlier export already put it there
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    n_rankings: int
+    newest_ranking_id: int
+
+    def fingerprint(self, options: ExportOptions) -> str:
+        # Rankings are immutable and ids only grow, so the same options over the same count and newest id
+        # select the same rankings: an identical request can be answered with the version it made before.
+        payload = {"options": options.to_dict(), "n": self.n_rankings, "newest": self.newest_ranking_id}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def export_dataset(
-    *, options: ExportOptions, name: str = "", created_by: AbstractBaseUser | None = None
-) -> ExportResult:
-    """Export the rankings `options` select; an identical export returns the existing version."""
-    rankings = export_rankings(
-        prompt_set_ids=list(options.prompt_set_ids),
-        since=options.since,
-        until=options.until,
-        annotator_ids=list(options.annotator_ids),
-    )
-    pairs, n_rankings = collect_pairs(rankings, options)
-    if not pairs:
-        raise ExportError(f"The selection holds no comparisons ({n_rankings} rankings, no pairs under these rules).")
-    splits = build_rows(pairs, options)
-    digest = content_hash(splits, options)
-    counts = {"rankings": n_rankings, "train": len(splits["train"]["prompt"]), "test": len(splits["test"]["prompt"])}
-    existing = DatasetVersion.objects.filter(content_hash=digest).first()
-    if existing is not None:
-        return ExportResult(existing, created=False, counts=counts)
-
-    final_dir = datasets_dir() / digest
-    meta = {"content_hash": digest, "options": options.to_dict(), "counts": counts, "format": options.format}
-    if not final_dir.exists():
-        _write(splits, meta, final_dir)
-    try:
-        with transaction.atomic():
-            version = DatasetVersion.objects.create(
-                name=name or f"pairs-{digest[:8]}",
-                content_hash=digest,
-                options=options.to_dict(),
-                path=str(final_dir),
-                n_rankings=n_rankings,
-                n_train=counts["train"],
-                n_test=counts["test"],
-                created_by=created_by,
+def check_selection(options: ExportOptions) -> Selection:
+    """Refuse, before anything is queued, a selection with no rankings or with chats in the standard format."""
+    n_rankings, newest = selection_stats(**_selection_filters(options))
+    if n_rankings == 0:
+        raise ExportError("The selection holds no rankings: check the prompt sets, the time window and annotators.")
+    if options.format == "standard":
+        chats = chat_prompts_in_selection(**_selection_filters(options))
+        if chats:
+            raise ExportError(
+                f"{chats} selected prompt(s) are conversations (message lists): the standard format holds plain "
+                "text only. Export them in the conversational format, which keeps every message as imported.",
+                field="format",
             )
-            version.prompt_sets.set(options.prompt_set_ids)
-    except IntegrityError:
-        return ExportResult(DatasetVersion.objects.get(content_hash=digest), created=False, counts=counts)
-    return ExportResult(version, created=True, counts=counts)
+    return Selection(n_rankings=n_rankings, newest_ranking_id=newest)
+
+
+def _selection_filters(options: ExportOptions) -> dict[str, Any]:
+    return {
+        "prompt_set_ids": list(options.prompt_set_ids),
+        "since": options.since,
+        "until": options.until,
+        "annotator_ids": list(options.annotator_ids),
+    }
+
+
+def selected_rankings(options: ExportOptions) -> Iterator[tuple[int, int, list, bool, dict]]:
+    """The selection's rankings, grouped by prompt (what the streaming writer needs)."""
+    return export_rankings(**_selection_filters(options), by_prompt=True)
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    export: DatasetExport
+    existing: bool  # True: an identical export already produced `export.dataset_version`; nothing was queued
+
+
+def request_export(
+    *,
+    options: ExportOptions,
+    name: str = "",
+    created_by: AbstractBaseUser | None = None,
+    then_run: dict | None = None,
+    dispatch_now: bool = True,
+) -> ExportRequest:
+    """Check the selection and queue a background export, or return the finished one it repeats.
+
+    `dispatch_now=False` leaves the queued export for the caller to run in-process (`export_worker.execute_export`),
+    as the demo loop, the benchmark and auto-train (already in a worker) do.
+    """
+    selection = check_selection(options)
+    fingerprint = selection.fingerprint(options)
+    if then_run is None:
+        done = (
+            DatasetExport.objects.filter(
+                fingerprint=fingerprint, status=DatasetExport.Status.SUCCEEDED, dataset_version__isnull=False
+            )
+            .select_related("dataset_version")
+            .order_by("-finished_at")
+            .first()
+        )
+        if done is not None:
+            return ExportRequest(export=done, existing=True)
+    export = DatasetExport.objects.create(
+        name=name,
+        options=options.to_dict(),
+        fingerprint=fingerprint,
+        rankings_total=selection.n_rankings,
+        then_run=then_run,
+        created_by=created_by,
+    )
+    if dispatch_now:
+        dispatch.send_export_on_commit(export)
+    return ExportRequest(export=export, existing=False)
+
+
+def options_from_dict(data: dict[str, Any]) -> ExportOptions:
+    """Rebuild the options a DatasetExport stored (the inverse of ExportOptions.to_dict)."""
+    values = dict(data)
+    for key in ("since", "until"):
+        values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
+    values["prompt_set_ids"] = tuple(values["prompt_set_ids"])
+    values["annotator_ids"] = tuple(values.get("annotator_ids") or ())
+    return ExportOptions(**values)
 
 
 def dataset_file(version: DatasetVersion, split: str, fmt: str) -> Path:

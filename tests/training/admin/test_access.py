@@ -79,8 +79,15 @@ _RENDER_PAGES = textwrap.dedent(
 
     client = Client()
     client.force_login(get_user_model().objects.get(pk=int(sys.argv[1])))
-    statuses = {url: client.get(url).status_code for url in sys.argv[2:]}
-    heavy_modules = ("torch", "transformers", "trl", "datasets", "peft", "accelerate")
+    statuses = {url: client.get(url).status_code for url in sys.argv[3:]}
+    # Requesting an export (admin form and API) queues it on the broker: the build happens in a worker.
+    form = {"prompt_sets": [sys.argv[2]], "ties": "drop", "all_bad": "skip", "flagged": "never_chosen",
+            "aggregation": "per_annotator", "format": "standard", "test_fraction": "0.1", "seed": "0", "name": ""}
+    statuses["admin export"] = client.post("/admin/training/datasetversion/export/", form).status_code
+    api = client.post("/api/dataset-versions/", {"prompt_sets": [int(sys.argv[2])], "seed": 1},
+                      content_type="application/json")
+    statuses["api export"] = api.status_code
+    heavy_modules = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "pyarrow")
     heavy = sorted(name for name in heavy_modules if name in sys.modules)
     print(json.dumps({"statuses": statuses, "heavy": heavy}))
     """
@@ -88,9 +95,11 @@ _RENDER_PAGES = textwrap.dedent(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rendering_the_training_admin_never_imports_torch():
-    """In a fresh process, importing training.admin and rendering every page loads no ML library."""
+def test_rendering_the_training_admin_and_requesting_exports_never_imports_torch_or_pyarrow():
+    """In a fresh process, rendering every page and requesting exports loads no ML or Parquet library."""
     from django.db import connection
+
+    from tests.training.factories import ranked_prompt_set
 
     user = AdminFactory()
     run = make_run(status=TrainingRun.Status.RUNNING, step=1, total_steps=4, history=[{"step": 1, "loss": 0.6}])
@@ -111,7 +120,7 @@ def test_rendering_the_training_admin_never_imports_torch():
     }
     root = Path(__file__).resolve().parents[3]
     completed = subprocess.run(
-        [sys.executable, "-c", _RENDER_PAGES, str(user.pk), *urls],
+        [sys.executable, "-c", _RENDER_PAGES, str(user.pk), str(ranked_prompt_set(n_prompts=3).pk), *urls],
         cwd=root,
         env=env,
         capture_output=True,
@@ -121,5 +130,6 @@ def test_rendering_the_training_admin_never_imports_torch():
     )
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["statuses"].pop("admin export") == 302 and result["statuses"].pop("api export") == 202
     assert set(result["statuses"].values()) == {200}, result["statuses"]
     assert result["heavy"] == []
