@@ -115,7 +115,9 @@ class RankingTask(models.Model):
 
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="tasks")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
-    rollouts = models.ManyToManyField(Rollout, through="TaskRollout", related_name="tasks")
+    rollouts: models.ManyToManyField[Rollout, TaskRollout] = models.ManyToManyField(
+        Rollout, through="TaskRollout", related_name="tasks"
+    )
     rollout_key = models.CharField(max_length=64, help_text="Hash of the sorted rollout ids (dedupes tasks).")
     overlap = models.PositiveSmallIntegerField(help_text="Copied from the set when the task was built.")
     active_count = models.PositiveSmallIntegerField(default=0, help_text="Live leases + submitted rankings.")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Avg, Count, Max, Q, QuerySet
 
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # AUTH_USER_MODEL is Django's own User
 
 # What a model is given for a prompt: its chat messages when it has them, else its text.
 PromptInput = str | list[dict]
@@ -68,7 +71,7 @@ class AnnotatorStats:
     mean_seconds: float | None
 
 
-def annotator_stats(annotator: AbstractBaseUser) -> AnnotatorStats:
+def annotator_stats(annotator: User) -> AnnotatorStats:
     rankings = Ranking.objects.filter(annotator=annotator)
     avg = rankings.aggregate(avg=Avg("time_spent_ms"))["avg"]
     return AnnotatorStats(
@@ -78,7 +81,7 @@ def annotator_stats(annotator: AbstractBaseUser) -> AnnotatorStats:
     )
 
 
-def remaining_for(annotator: AbstractBaseUser, prompt_set: PromptSet) -> int:
+def remaining_for(annotator: User, prompt_set: PromptSet) -> int:
     """Tasks of the set this annotator could still be handed (an estimate for the progress counter)."""
     return (
         RankingTask.objects.filter(prompt_set=prompt_set, status=RankingTask.Status.OPEN)
@@ -157,19 +160,7 @@ def prompts_by_id(prompt_ids: Iterable[int]) -> dict[int, dict]:
         for row in Prompt.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values(
             "id", "text", "messages", "content_hash"
         ):
-            out[row["id"]] = row
-    return out
-
-
-def rollout_texts(rollout_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
-    """{rollout id: (text, policy)}."""
-    ids = list(rollout_ids)
-    out: dict[int, tuple[str, str]] = {}
-    for start in range(0, len(ids), EXPORT_CHUNK):
-        for rid, text, policy in Rollout.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values_list(
-            "id", "text", "policy"
-        ):
-            out[rid] = (text, policy)
+            out[row["id"]] = dict(row)
     return out
 
 

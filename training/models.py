@@ -189,7 +189,7 @@ class TrainingRun(models.Model):
 
     @property
     def starting_model_path(self) -> str:
-        return self.parent_model.path if self.parent_model_id else self.base_model
+        return self.parent_model.path if self.parent_model is not None else self.base_model
 
     @property
     def is_active(self) -> bool:

@@ -91,11 +91,8 @@ def start_follow_up_run(export: DatasetExport) -> TrainingRun | None:
 
     Raises `RunRejected` when the policy's run is refused (recorded on the export by the caller).
     """
-    policy = (
-        AutoTrainPolicy.objects.select_related("prompt_set")
-        .filter(pk=(export.then_run or {}).get("auto_train_policy"))
-        .first()
-    )
+    policy_id = (export.then_run or {}).get("auto_train_policy")
+    policy = AutoTrainPolicy.objects.select_related("prompt_set").filter(pk=policy_id).first() if policy_id else None
     if policy is None or export.dataset_version is None:
         return None
     AutoTrainPolicy.objects.filter(pk=policy.pk).update(last_dataset_version=export.dataset_version)

@@ -29,15 +29,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 
 from labeling.selectors import chat_prompts_in_selection, export_rankings, selection_stats
 from training.models import DatasetExport, DatasetVersion
 from training.ratings import bradley_terry, win_probability
 from training.services import dispatch
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # AUTH_USER_MODEL is Django's own User
 
 TIES = ("drop", "mark")
 ALL_BAD = ("skip", "keep")
@@ -253,7 +255,7 @@ def request_export(
     *,
     options: ExportOptions,
     name: str = "",
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     then_run: dict | None = None,
     dispatch_now: bool = True,
 ) -> ExportRequest:

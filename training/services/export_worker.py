@@ -17,9 +17,9 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -36,6 +36,9 @@ from training.services.export import (
 )
 from training.services.export_writer import WrittenExport, write_export
 from training.services.lifecycle import Heartbeat
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # AUTH_USER_MODEL is Django's own User
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +207,7 @@ class ExportResult:
     created: bool
 
 
-def export_dataset(
-    *, options: ExportOptions, name: str = "", created_by: AbstractBaseUser | None = None
-) -> ExportResult:
+def export_dataset(*, options: ExportOptions, name: str = "", created_by: User | None = None) -> ExportResult:
     """Export in this process and return the version: for code already in a worker (demo loop, benchmark)."""
     request = request_export(options=options, name=name, created_by=created_by, dispatch_now=False)
     export = request.export if request.existing else execute_export(request.export.pk)

@@ -13,9 +13,9 @@ import time
 import traceback
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from training import trainers
@@ -26,6 +26,9 @@ from training.services.refresh import after_run_succeeded
 from training.services.registry import model_name_for, models_dir, register_model, staging_dir_for
 from training.trainers.config import RUN_CONFIGS, ConfigError, DPORunConfig, RewardRunConfig
 from training.trainers.result import TrainResult
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # AUTH_USER_MODEL is Django's own User
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ def start_run(
     config: dict | None = None,
     base_model: str = "",
     parent_model: ModelVersion | None = None,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     trigger: str = "manual",
     queue: str | None = None,
     dispatch: bool = True,
