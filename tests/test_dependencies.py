@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = {"webapp", "labeling", "training", "tests", "benchmarks", "manage"}
+FIRST_PARTY = {"webapp", "labeling", "training", "demo", "tests", "benchmarks", "manage"}
 # Import name → distribution name, where they differ.
 DISTRIBUTION_OF = {
     "rest_framework": "djangorestframework",
@@ -54,7 +54,7 @@ def test_every_imported_package_is_pinned_in_the_requirements():
     """Runtime code imports only pinned runtime requirements; tests and benchmarks only pinned dev requirements."""
     runtime = _requirements(ROOT / "requirements.txt")
     dev = _requirements(ROOT / "requirements-dev.txt")
-    for folders, pins in ((["webapp", "labeling", "training"], runtime), (["tests", "benchmarks"], dev)):
+    for folders, pins in ((["webapp", "labeling", "training", "demo"], runtime), (["tests", "benchmarks"], dev)):
         missing = {
             module
             for module in _imported_top_level_modules(folders)

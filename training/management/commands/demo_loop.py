@@ -5,7 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from training.loop import LoopConfig, run_demo_loop
+from demo.loop import LoopConfig, run_demo_loop
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from demo.loop import LoopConfig, run_demo_loop
 from labeling.models import RankingTask, Rollout
-from training.loop import LoopConfig, run_demo_loop
 from training.models import DatasetVersion, GenerationRun, ModelVersion
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
