@@ -1,17 +1,30 @@
-"""Queue routing and sending, against the real Redis broker and a real Celery worker (or an unreachable broker)."""
+"""Queue routing and sending, against the real Redis broker and a real Celery worker (or an unreachable broker).
+
+Messages sent while no worker runs are read back from the broker's queue lists.
+"""
 
 from __future__ import annotations
 
-import pytest
+import base64
+import json
 
+import pytest
+from django.conf import settings
+
+from tests.factories import PromptSetFactory
+from tests.training.factories import ranked_prompt_set
 from tests.training.worker import celery_worker
-from training.models import DatasetVersion, TrainingRun
+from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
 from training.services import dispatch
 from training.services.dispatch import choose_queue
+from training.services.export import ExportOptions, request_export
+from training.services.generation import start_generation
 from training.services.runs import start_run
 from webapp.celery import app
 
 CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every connection is refused at once
+
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
@@ -98,3 +111,60 @@ def test_a_run_the_broker_cannot_take_is_failed_with_the_reason(
     assert run.error.startswith("Could not queue the run:") and "Connection refused" in run.error
     assert run.celery_task_id == ""
     assert run.log_tail.startswith("queued on 'cpu' (could not ask workers (OperationalError))")
+
+
+@pytest.fixture
+def broker():
+    """The test broker's Redis database, emptied before and after (it holds only test traffic)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def queued(client, queue: str) -> list[tuple[str, list]]:
+    """(task name, args) of the messages waiting in a queue, oldest first."""
+    messages = []
+    for raw in reversed(client.lrange(queue, 0, -1)):  # kombu pushes on the left
+        envelope = json.loads(raw)
+        args = json.loads(base64.b64decode(envelope["body"]))[0]
+        messages.append((envelope["headers"]["task"], args))
+    return messages
+
+
+def test_a_training_run_is_sent_by_name_after_commit_and_keeps_its_task_id(
+    broker, dataset_version, django_capture_on_commit_callbacks
+):
+    """Nothing leaves before the commit; then one message on the run's queue, and its id on the run."""
+    with django_capture_on_commit_callbacks(execute=True):
+        run = start_run(kind="reward", dataset_version=dataset_version, base_model="org/model", queue="gpu")
+        assert queued(broker, "gpu") == []
+    assert queued(broker, "gpu") == [("training.execute_run", [run.pk])]
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.QUEUED and run.celery_task_id
+
+
+def test_a_generation_run_goes_the_same_way(broker, django_capture_on_commit_callbacks):
+    """Sent by name to the queue chosen for it."""
+    policy = ModelVersion.objects.create(name="p1", kind=ModelVersion.Kind.POLICY, path="/nowhere")
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = start_generation(policy=policy, prompt_set=PromptSetFactory())
+    assert queued(broker, sent.queue) == [("training.execute_generation", [sent.pk])]
+
+
+def test_an_export_goes_to_the_cpu_queue(broker, django_capture_on_commit_callbacks):
+    """Exports need no GPU: they always go to cpu."""
+    prompt_set = ranked_prompt_set(n_prompts=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        export = request_export(options=ExportOptions(prompt_set_ids=(prompt_set.pk,))).export
+    assert queued(broker, "cpu") == [("training.execute_export", [export.pk])]
+    assert DatasetExport.objects.get(pk=export.pk).celery_task_id
+
+
+def test_the_names_dispatch_sends_are_the_names_the_worker_registers():
+    """A renamed task would leave every run QUEUED: the seam's names must be registered tasks."""
+    import training.tasks  # noqa: F401 - registers the tasks with the app, as the worker's autodiscovery does
+
+    assert {dispatch.EXECUTE_RUN, dispatch.EXECUTE_GENERATION, dispatch.EXECUTE_EXPORT} <= set(dispatch.app.tasks)
