@@ -119,6 +119,66 @@ def populate(*, comparisons: int, k: int, annotators: int) -> int:
     return Ranking.objects.count()
 
 
+def populate_postgres(*, comparisons: int, k: int, annotators: int) -> int:
+    """The same shape of data as `populate`, generated inside Postgres (minutes become seconds at 5M comparisons).
+
+    Texts are about as long as `populate`'s (a prompt ~100 characters, a response ~300) and each ranking is a
+    deterministic shuffle of its task's rollouts, one per tier.
+    """
+    from django.contrib.auth import get_user_model
+    from django.db import connection, transaction
+
+    from labeling.models import PromptSet
+
+    pairs_per_ranking = k * (k - 1) // 2
+    n_rankings = -(-comparisons // pairs_per_ranking)
+    n_tasks = -(-n_rankings // annotators)
+    users = [get_user_model().objects.create(username=f"bench-{i}").pk for i in range(annotators)]
+    prompt_set = PromptSet.objects.create(name="export bench", rollouts_per_task=k, overlap=annotators)
+    params = {"set": prompt_set.pk, "n": n_tasks, "k": k, "a": annotators, "users": users}
+    statements = [
+        """INSERT INTO labeling_prompt (text, messages, content_hash, external_id, metadata, created_at, prompt_set_id)
+           SELECT 'Prompt ' || i || ': ' || repeat(md5(i::text) || ' ', 3), NULL,
+                  encode(sha256(('p' || i)::bytea), 'hex'), '', '{}'::jsonb, now(), %(set)s
+           FROM generate_series(0, %(n)s - 1) AS i""",
+        """INSERT INTO labeling_rollout (text, policy, content_hash, generation, created_at, prompt_id)
+           SELECT 'Answer ' || r || ' to ' || p.id || '. ' || repeat(md5((p.id * 16 + r)::text) || ' ', 9),
+                  'policy-' || (r %% 2), encode(sha256(('r' || p.id || '-' || r)::bytea), 'hex'), '{}'::jsonb,
+                  now(), p.id
+           FROM labeling_prompt p, generate_series(0, %(k)s - 1) AS r WHERE p.prompt_set_id = %(set)s""",
+        """INSERT INTO labeling_rankingtask
+               (rollout_key, overlap, active_count, completed_count, status, round, created_at, prompt_id,
+                prompt_set_id)
+           SELECT md5(p.id::text), %(a)s, %(a)s, %(a)s, 'done', 0, now(), p.id, %(set)s
+           FROM labeling_prompt p WHERE p.prompt_set_id = %(set)s""",
+        """INSERT INTO labeling_taskrollout (rollout_id, task_id)
+           SELECT r.id, t.id FROM labeling_rankingtask t JOIN labeling_rollout r ON r.prompt_id = t.prompt_id
+           WHERE t.prompt_set_id = %(set)s""",
+        """INSERT INTO labeling_assignment
+               (status, display_order, leased_at, leased_until, finished_at, annotator_id, task_id)
+           SELECT 'submitted', ro.ids, now(), now(), now(), u.id, t.id
+           FROM labeling_rankingtask t
+           JOIN (SELECT prompt_id, jsonb_agg(id ORDER BY id) AS ids FROM labeling_rollout GROUP BY prompt_id) ro
+             ON ro.prompt_id = t.prompt_id
+           CROSS JOIN unnest(%(users)s::int[]) AS u(id)
+           WHERE t.prompt_set_id = %(set)s""",
+        """INSERT INTO labeling_ranking
+               (tiers, all_bad, flags, display_order, time_spent_ms, created_at, annotator_id, assignment_id, task_id)
+           SELECT (SELECT jsonb_agg(jsonb_build_array(x::bigint) ORDER BY md5(a.id || '-' || x))
+                   FROM jsonb_array_elements_text(a.display_order) AS x),
+                  false, '{}'::jsonb, a.display_order, 5000, now(), a.annotator_id, a.id, a.task_id
+           FROM labeling_assignment a JOIN labeling_rankingtask t ON t.id = a.task_id
+           WHERE t.prompt_set_id = %(set)s""",
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement, params)
+        cursor.execute("ANALYZE")
+    from labeling.models import Ranking
+
+    return Ranking.objects.count()
+
+
 def export_step() -> None:
     """Child process: export the one prompt set in-process (as a worker does) and print figures as JSON.
 
@@ -182,7 +242,8 @@ def main() -> None:
             sys.exit(migrate.stdout + migrate.stderr)
         django_setup(env)
         started = time.perf_counter()
-        n_rankings = populate(comparisons=args.comparisons, k=args.k, annotators=args.annotators)
+        fill = populate_postgres if args.db == "postgres" else populate
+        n_rankings = fill(comparisons=args.comparisons, k=args.k, annotators=args.annotators)
         setup_s = time.perf_counter() - started
 
         child = subprocess.run(

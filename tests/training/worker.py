@@ -43,6 +43,7 @@ def celery_worker(*, data_dir: Path, queues: str = "cpu", heartbeat_timeout: int
         "TOKENIZERS_PARALLELISM": "false",
         "DB_CONN_MAX_AGE": "0",
     }
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
     log = open(log_path or data_dir / "worker.log", "w")  # noqa: SIM115 - the worker writes to it until it stops
     process = subprocess.Popen(
         [
