@@ -112,7 +112,7 @@ def test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task(settings):
 def test_the_same_invariants_hold_on_sqlite(tmp_path):
     """Re-run the hammer (and the import tests, whose Postgres path uses COPY) against a SQLite file."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'queue.sqlite3'}"}
-    import_tests = Path(__file__).with_name("test_import.py")
+    import_tests = [str(Path(__file__).with_name(name)) for name in ("test_import.py", "test_parsing.py")]
     result = subprocess.run(
         [
             sys.executable,
@@ -122,7 +122,7 @@ def test_the_same_invariants_hold_on_sqlite(tmp_path):
             "-p",
             "no:cacheprovider",
             f"{__file__}::test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task",
-            str(import_tests),
+            *import_tests,
         ],
         cwd=ROOT,
         env=env,
