@@ -188,12 +188,12 @@ def rankings_after(*, prompt_set_id: int, after_id: int) -> tuple[int, int]:
     return stats["n"], stats["top"] or after_id
 
 
-def rankings_by_round(*, prompt_set_ids: list[int]) -> Iterator[tuple[int, list, bool, dict]]:
-    """(task round, tiers, all_bad, flags) of every ranking of the sets."""
+def rankings_by_round(*, prompt_set_ids: list[int]) -> Iterator[tuple[int, int, list, bool, dict]]:
+    """(task round, prompt id, tiers, all_bad, flags) of every ranking of the sets."""
     return (
         Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids)
         .order_by("id")
-        .values_list("task__round", "tiers", "all_bad", "flags")
+        .values_list("task__round", "task__prompt_id", "tiers", "all_bad", "flags")
         .iterator(chunk_size=EXPORT_CHUNK)
     )
 

@@ -2,6 +2,13 @@
 
 Pure Python + NumPy, no Django: used by export aggregation (per-task strengths across annotators)
 and by the refresh loop (a rating per policy version, round by round).
+
+Intervals resample **clusters**, not comparisons. All the pairs of one ranking come from one act of
+judgement, and all the rankings of one prompt share that prompt's difficulty and the same rollouts, so
+pairs are far from independent: resampling them one by one (or a Wilson interval over the pair count)
+made "95%" intervals cover the truth 55–60% of the time in a simulation. Callers pass the prompt of each
+comparison as its cluster; the bootstrap draws whole prompts with replacement (Davison & Hinkley 1997,
+§3.8), which keeps every dependence inside a prompt. `tests/training/test_ratings.py` checks coverage.
 """
 
 from __future__ import annotations
@@ -30,16 +37,19 @@ def bradley_terry(
     if not items:
         return {}
     index = {item: i for i, item in enumerate(items)}
-    n = len(items)
     w = np.ones(len(comparisons)) if weights is None else np.asarray(weights, dtype=float)
-    wins = np.full(n, _PRIOR)
-    games = np.zeros((n, n))
+    beats = np.zeros((len(items), len(items)))  # beats[a, b]: weight of a's wins over b
     for (winner, loser), weight in zip(comparisons, w, strict=True):
-        a, b = index[winner], index[loser]
-        wins[a] += weight
-        games[a, b] += weight
-        games[b, a] += weight
-    games += _PRIOR * 2 / max(n - 1, 1) * (1 - np.eye(n))  # the prior's games, spread evenly
+        beats[index[winner], index[loser]] += weight
+    theta = _fit(beats, max_iter=max_iter)
+    return {item: float(theta[index[item]]) for item in items}
+
+
+def _fit(beats: np.ndarray, *, max_iter: int = 1000) -> np.ndarray:
+    """Log-strengths (mean 0) from a win matrix, by Hunter's MM with the symmetric prior."""
+    n = len(beats)
+    wins = beats.sum(axis=1) + _PRIOR
+    games = beats + beats.T + _PRIOR * 2 / max(n - 1, 1) * (1 - np.eye(n))  # the prior's games, spread evenly
     p = np.ones(n)
     for _ in range(max_iter):
         denom = (games / (p[:, None] + p[None, :])).sum(axis=1)
@@ -50,8 +60,7 @@ def bradley_terry(
             break
         p = new
     theta = np.log(p)
-    theta -= theta.mean()
-    return {item: float(theta[index[item]]) for item in items}
+    return theta - theta.mean()
 
 
 def win_probability(theta_a: float, theta_b: float) -> float:
@@ -68,19 +77,28 @@ class Rating:
 
 
 def bootstrap_ratings(
-    comparisons: Sequence[tuple[Hashable, Hashable]], *, samples: int = 200, confidence: float = 0.95, seed: int = 0
+    comparisons: Sequence[tuple[Hashable, Hashable]],
+    *,
+    clusters: Sequence[Hashable] | None = None,
+    samples: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> dict[Hashable, Rating]:
-    """BT strengths with percentile intervals from resampling the comparisons with replacement."""
+    """BT strengths with percentile intervals from a bootstrap over clusters (each comparison's prompt).
+
+    Without `clusters` every comparison is its own cluster — only right when comparisons are independent.
+    """
     point = bradley_terry(comparisons)
+    if not point:
+        return {}
+    items = sorted(point, key=repr)
+    index = {item: i for i, item in enumerate(items)}
+    per_cluster = _win_matrices(comparisons, clusters, index)
     rng = np.random.default_rng(seed)
-    draws: dict[Hashable, list[float]] = defaultdict(list)
-    m = len(comparisons)
-    for _ in range(samples if m else 0):
-        picks = rng.integers(0, m, size=m)
-        fit = bradley_terry([comparisons[i] for i in picks])
-        for item in point:
-            if item in fit:
-                draws[item].append(fit[item])
+    draws = np.empty((samples, len(items)))
+    for sample in range(samples):
+        picks = rng.integers(0, len(per_cluster), size=len(per_cluster))
+        draws[sample] = _fit(per_cluster[picks].sum(axis=0))
     counts: dict[Hashable, int] = defaultdict(int)
     for winner, loser in comparisons:
         counts[winner] += 1
@@ -88,11 +106,27 @@ def bootstrap_ratings(
     alpha = (1 - confidence) / 2
     out = {}
     for item, strength in point.items():
-        values = np.asarray(draws[item] or [strength])
+        values = draws[:, index[item]] if samples else np.asarray([strength])
         out[item] = Rating(
             item, strength, float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)), counts[item]
         )
     return out
+
+
+def _win_matrices(
+    comparisons: Sequence[tuple[Hashable, Hashable]], clusters: Sequence[Hashable] | None, index: dict[Hashable, int]
+) -> np.ndarray:
+    """One win matrix per cluster: shape (clusters, items, items)."""
+    keys = clusters if clusters is not None else range(len(comparisons))
+    if len(keys) != len(comparisons):
+        raise ValueError(f"{len(keys)} cluster labels for {len(comparisons)} comparisons.")
+    cluster_index: dict[Hashable, int] = {}
+    for key in keys:
+        cluster_index.setdefault(key, len(cluster_index))
+    matrices = np.zeros((len(cluster_index), len(index), len(index)))
+    for key, (winner, loser) in zip(keys, comparisons, strict=True):
+        matrices[cluster_index[key], index[winner], index[loser]] += 1
+    return matrices
 
 
 @dataclass(frozen=True)
@@ -102,11 +136,13 @@ class WinRate:
     wins: int  # a beat b
     losses: int
     rate: float  # wins / (wins + losses)
-    low: float  # Wilson score interval
+    low: float  # percentile interval of a bootstrap over clusters (prompts)
     high: float
+    clusters: int = 0  # prompts the two met on: the effective sample size is closer to this than to the pairs
 
 
 def wilson_interval(wins: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """For independent trials only; PrefLoop's own win rates use `clustered_rate_interval`."""
     if total == 0:
         return 0.0, 1.0
     phat = wins / total
@@ -116,16 +152,46 @@ def wilson_interval(wins: int, total: int, z: float = 1.96) -> tuple[float, floa
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def pairwise_win_rates(comparisons: Sequence[tuple[Hashable, Hashable]]) -> list[WinRate]:
-    """Head-to-head win rate for every ordered pair of items that met, with a Wilson 95% interval."""
-    tally: dict[tuple[Hashable, Hashable], int] = defaultdict(int)
-    for winner, loser in comparisons:
-        tally[(winner, loser)] += 1
-    pairs = sorted({tuple(sorted((w, lose), key=repr)) for w, lose in tally}, key=repr)
+def clustered_rate_interval(
+    wins: Sequence[float],
+    totals: Sequence[float],
+    *,
+    samples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Interval for Σwins / Σtotals when cluster c contributed wins[c] out of totals[c] (a cluster bootstrap).
+
+    With a single cluster there is nothing to resample: the honest answer is [0, 1].
+    """
+    w, n = np.asarray(wins, dtype=float), np.asarray(totals, dtype=float)
+    if len(w) < 2 or n.sum() == 0:
+        return 0.0, 1.0
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(w), size=(samples, len(w)))
+    drawn_totals = n[picks].sum(axis=1)
+    rates = w[picks].sum(axis=1)[drawn_totals > 0] / drawn_totals[drawn_totals > 0]
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(rates, alpha)), float(np.quantile(rates, 1 - alpha))
+
+
+def pairwise_win_rates(
+    comparisons: Sequence[tuple[Hashable, Hashable]], *, clusters: Sequence[Hashable] | None = None, seed: int = 0
+) -> list[WinRate]:
+    """Head-to-head win rate for every ordered pair of items that met, with a 95% cluster-bootstrap interval."""
+    keys = clusters if clusters is not None else range(len(comparisons))
+    tally: dict[tuple[Hashable, Hashable], dict[Hashable, int]] = defaultdict(lambda: defaultdict(int))
+    for key, (winner, loser) in zip(keys, comparisons, strict=True):
+        tally[(winner, loser)][key] += 1
+    pairs = sorted({tuple(sorted(pair, key=repr)) for pair in tally}, key=repr)
     rates = []
     for a, b in pairs:
         for x, y in ((a, b), (b, a)):
-            wins, losses = tally[(x, y)], tally[(y, x)]
-            low, high = wilson_interval(wins, wins + losses)
-            rates.append(WinRate(x, y, wins, losses, wins / (wins + losses), low, high))
+            won, lost = tally[(x, y)], tally[(y, x)]
+            met = sorted(set(won) | set(lost), key=repr)
+            wins, losses = sum(won.values()), sum(lost.values())
+            low, high = clustered_rate_interval(
+                [won.get(c, 0) for c in met], [won.get(c, 0) + lost.get(c, 0) for c in met], seed=seed
+            )
+            rates.append(WinRate(x, y, wins, losses, wins / (wins + losses), low, high, len(met)))
     return rates

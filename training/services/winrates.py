@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from labeling.selectors import prompt_inputs_by_id, rankings_by_round, rollout_policies, rollouts_of_policies
 from training.models import ModelVersion, RolloutScore
-from training.ratings import Rating, WinRate, bootstrap_ratings, pairwise_win_rates, wilson_interval
+from training.ratings import Rating, WinRate, bootstrap_ratings, clustered_rate_interval, pairwise_win_rates
 from training.services.export import ExportOptions, ranking_pairs
 from training.trainers.generation import score_with_reward_model
 
@@ -24,15 +24,18 @@ if TYPE_CHECKING:
 _PAIR_RULES = ExportOptions(prompt_set_ids=(0,))
 
 
-def policy_comparisons(prompt_set_ids: list[int]) -> list[tuple[int, str, str]]:
-    """(round, winning policy, losing policy) for every ranked pair of rollouts from different policies."""
+def policy_comparisons(prompt_set_ids: list[int]) -> list[tuple[int, int, str, str]]:
+    """(round, prompt, winning policy, losing policy) for every ranked pair of rollouts from different policies.
+
+    The prompt is each comparison's cluster: intervals resample prompts, not pairs (see `training.ratings`).
+    """
     policy_of = rollout_policies(prompt_set_ids=prompt_set_ids)
     out = []
-    for round_number, tiers, all_bad, flags in rankings_by_round(prompt_set_ids=prompt_set_ids):
+    for round_number, prompt_id, tiers, all_bad, flags in rankings_by_round(prompt_set_ids=prompt_set_ids):
         for better, worse, _ in ranking_pairs(tiers, all_bad=all_bad, flags=flags, options=_PAIR_RULES):
             a, b = policy_of.get(better), policy_of.get(worse)
             if a is not None and b is not None and a != b:
-                out.append((round_number, a, b))
+                out.append((round_number, prompt_id, a, b))
     return out
 
 
@@ -46,14 +49,18 @@ class HumanWinRates:
 
 def human_win_rates(prompt_set: PromptSet, *, samples: int = 200, seed: int = 0) -> HumanWinRates:
     rows = policy_comparisons([prompt_set.pk])
-    pairs = [(winner, loser) for _, winner, loser in rows]
+    pairs = [(winner, loser) for _, _, winner, loser in rows]
+    prompts = [prompt for _, prompt, _, _ in rows]
     by_round: dict[int, dict[Hashable, Rating]] = {}
-    for round_number in sorted({r for r, _, _ in rows}):
-        upto = [(winner, loser) for r, winner, loser in rows if r <= round_number]
-        by_round[round_number] = bootstrap_ratings(upto, samples=max(20, samples // 4), seed=seed)
+    rounds = [round_number for round_number, _, _, _ in rows]
+    for round_number in sorted(set(rounds)):
+        upto = [index for index, r in enumerate(rounds) if r <= round_number]
+        by_round[round_number] = bootstrap_ratings(
+            [pairs[i] for i in upto], clusters=[prompts[i] for i in upto], samples=max(20, samples // 4), seed=seed
+        )
     return HumanWinRates(
-        ratings=bootstrap_ratings(pairs, samples=samples, seed=seed),
-        win_rates=pairwise_win_rates(pairs),
+        ratings=bootstrap_ratings(pairs, clusters=prompts, samples=samples, seed=seed),
+        win_rates=pairwise_win_rates(pairs, clusters=prompts, seed=seed),
         by_round=by_round,
         comparisons=len(pairs),
     )
@@ -95,21 +102,31 @@ def score_rollouts(*, reward_model: ModelVersion, prompt_set: PromptSet, policie
 def automatic_win_rate(
     *, reward_model: ModelVersion, prompt_set: PromptSet, new: str, old: str
 ) -> AutomaticWinRate | None:
-    """Over prompts both policies answered: how often a new rollout out-scores an old one."""
+    """Over prompts both policies answered: how often a new rollout out-scores an old one — the model's opinion.
+
+    Its interval resamples prompts, like the human ones: it is the uncertainty of this reward model's verdict on
+    these prompts, not of what humans would say.
+    """
     scores = dict(RolloutScore.objects.filter(reward_model=reward_model).values_list("rollout_id", "score"))
     by_prompt: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rollout_id, prompt_id, policy, _ in rollouts_of_policies(prompt_set_id=prompt_set.pk, policies=[new, old]):
         if rollout_id in scores:
             by_prompt[prompt_id][policy].append(scores[rollout_id])
-    wins = losses = 0
+    per_prompt_wins, per_prompt_totals = [], []
     for per_policy in by_prompt.values():
+        won = lost = 0
         for a in per_policy.get(new, []):
             for b in per_policy.get(old, []):
-                wins += a > b
-                losses += a < b
-    if wins + losses == 0:
+                won += a > b
+                lost += a < b
+        if won + lost:
+            per_prompt_wins.append(won)
+            per_prompt_totals.append(won + lost)
+    wins, total = sum(per_prompt_wins), sum(per_prompt_totals)
+    losses = total - wins
+    if total == 0:
         return None
-    low, high = wilson_interval(wins, wins + losses)
+    low, high = clustered_rate_interval(per_prompt_wins, per_prompt_totals)
     return AutomaticWinRate(new, old, reward_model.name, wins, losses, wins / (wins + losses), low, high)
 
 
