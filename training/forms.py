@@ -24,6 +24,7 @@ from training.services.export import ExportError, ExportOptions
 from training.services.registry import RegistrationError, validate_base_model_path
 from training.services.runs import RunRejected
 from training.trainers.config import RUN_CONFIGS
+from training.trainers.lengths import CONFIRM_SHARE, LengthEstimate, estimate_run_lengths
 
 # --- export ---------------------------------------------------------------------------------------------------------
 
@@ -216,9 +217,16 @@ class RunForm(forms.Form):
         help_text='A JSON object merged on top of the fields above, e.g. {"logging_steps": 5, "eval": false}.',
     )
     config_kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, widget=forms.HiddenInput)
+    confirm_length = forms.BooleanField(
+        required=False,
+        label="Train anyway",
+        help_text=f"Queue the run although more than {CONFIRM_SHARE:.0%} of a split's pairs exceed max_length.",
+    )
 
     def __init__(self, data: QueryDict | None = None, *, kind: str | None = None, **kwargs: Any) -> None:
         super().__init__(data, **kwargs)
+        #: What max_length would do to the chosen dataset (set by `clean`; None when there is nothing to estimate).
+        self.length_estimate: LengthEstimate | None = None
         self.fields["base_model"].initial = settings.PREFLOOP_DEFAULT_BASE_MODEL
         if data is not None:
             posted_kind = data.get("kind", "")
@@ -274,6 +282,26 @@ class RunForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError(f"Expected a JSON object ({{...}}), got {type(value).__name__}.")
         return value
+
+    def clean(self) -> dict[str, Any]:
+        """Say before queueing what max_length would drop or truncate; above CONFIRM_SHARE, ask to confirm."""
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        parent_model, version = cleaned.get("parent_model"), cleaned["dataset_version"]
+        self.length_estimate = estimate_run_lengths(
+            kind=self.config_kind,
+            config=self.config(),
+            dataset_path=version.path,
+            pairs={"train": version.n_train, "test": version.n_test},
+            model_path=parent_model.path if parent_model else cleaned.get("base_model", "").strip(),
+        )
+        if self.length_estimate and self.length_estimate.needs_confirmation and not cleaned.get("confirm_length"):
+            self.add_error(
+                "confirm_length",
+                f"{self.length_estimate.describe()} Raise max_length, or tick “Train anyway” to queue it as it is.",
+            )
+        return cleaned
 
     def config(self) -> dict[str, Any]:
         """The config dict for `start_run`: the inputs (blank non-optional ones left to their defaults) + the JSON."""

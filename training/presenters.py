@@ -14,6 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from training.models import TrainingRun
 from training.plots import line_chart_svg
+from training.trainers.lengths import what_happens
 
 _HELD_OUT_PREFIX = "test_"
 _HELD_OUT_SUFFIXES = ("_before", "_after")
@@ -98,8 +99,66 @@ def held_out_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def other_metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every metric that is not a held-out before/after figure (train loss, timings, memory...)."""
-    return [(key, format_number(value)) for key, value in sorted(metrics.items()) if not _is_held_out(key)]
+    """Every metric that is not a held-out before/after figure nor a length count (train loss, timings, memory...)."""
+    return [
+        (key, format_number(value))
+        for key, value in sorted(metrics.items())
+        if not _is_held_out(key) and not key.endswith(_LENGTH_SUFFIXES)
+    ]
+
+
+_LENGTH_SPLITS = (("train", "training"), ("test", "held-out"))
+_LENGTH_SUFFIXES = ("_pairs_dropped", "_pairs_truncated")
+
+
+@dataclass(frozen=True)
+class LengthSummary:
+    """What max_length did to each split a run read: the run page's "Length" table and its warning."""
+
+    max_length: int | None
+    #: One per split the run counted: {"split", "pairs", "dropped", "truncated"}, numbers already formatted.
+    rows: list[dict[str, str]]
+    #: The sentence for the warning box, or "" when no pair was dropped or truncated.
+    warning: str
+    #: What TRL does to a pair over max_length for this run's kind.
+    rule: str
+
+
+def length_summary(metrics: dict[str, Any], *, kind: str, max_length: int | None) -> LengthSummary | None:
+    """The length counts the trainer recorded (`{split}_pairs_dropped` / `_truncated`); None for runs without them.
+
+    Pairs per split are what TRL was given: the pairs it kept (`train_pairs`, `test_pairs`) plus those it dropped.
+    """
+    rows, affected = [], []
+    for split, label in _LENGTH_SPLITS:
+        dropped, truncated = metrics.get(f"{split}_pairs_dropped"), metrics.get(f"{split}_pairs_truncated")
+        if not isinstance(dropped, (int, float)) or not isinstance(truncated, (int, float)):
+            continue
+        kept = metrics.get(f"{split}_pairs")
+        pairs = int(kept + dropped) if isinstance(kept, (int, float)) else None
+        rows.append(
+            {
+                "split": label,
+                "pairs": str(pairs) if pairs is not None else "—",
+                "dropped": _count_with_share(int(dropped), pairs),
+                "truncated": _count_with_share(int(truncated), pairs),
+            }
+        )
+        effects = [f"{int(count)} {verb}" for count, verb in ((dropped, "dropped"), (truncated, "truncated")) if count]
+        if effects:
+            affected.append(f"{label} pairs: {' and '.join(effects)}")
+    if not rows:
+        return None
+    warning = ""
+    if affected:
+        warning = f"At max_length {max_length}, {'; '.join(affected)}."
+    return LengthSummary(max_length=max_length, rows=rows, warning=warning, rule=what_happens(kind))
+
+
+def _count_with_share(count: int, pairs: int | None) -> str:
+    if not count or not pairs:
+        return str(count)
+    return f"{count} ({100 * count / pairs:.1f}%)"
 
 
 def _series(history: list[dict[str, Any]], keys: list[str]) -> dict[str, list[tuple[float, float]]]:

@@ -14,6 +14,7 @@ from training.presenters import (
     format_number,
     held_out_rows,
     history_charts,
+    length_summary,
     other_metric_rows,
     run_progress,
 )
@@ -110,6 +111,36 @@ def test_other_metrics_are_everything_but_the_held_out_pairs():
     """Train loss and timings are listed, sorted; held-out before/after figures are left to their own table."""
     metrics = {"train_seconds": 1.5, "test_accuracy_before": 0.5, "test_accuracy_after": 0.7, "test_n": 8}
     assert other_metric_rows(metrics) == [("test_n", "8"), ("train_seconds", "1.5")]
+
+
+def test_the_length_table_counts_what_max_length_did_to_each_split():
+    """Pairs given = kept + dropped; counts carry their share; the warning names every affected split."""
+    metrics = {
+        "train_pairs": 14.0,
+        "train_pairs_dropped": 2.0,
+        "train_pairs_truncated": 5.0,
+        "test_pairs": 8.0,
+        "test_pairs_dropped": 0.0,
+        "test_pairs_truncated": 0.0,
+    }
+    summary = length_summary(metrics, kind="dpo", max_length=64)
+    assert summary is not None and summary.rows == [
+        {"split": "training", "pairs": "16", "dropped": "2 (12.5%)", "truncated": "5 (31.2%)"},
+        {"split": "held-out", "pairs": "8", "dropped": "0", "truncated": "0"},
+    ]
+    assert summary.warning == "At max_length 64, training pairs: 2 dropped and 5 truncated."
+    assert "lose the end of their completion" in summary.rule
+    assert other_metric_rows(metrics) == [("test_pairs", "8"), ("train_pairs", "14")]
+
+
+def test_a_run_without_length_counts_has_no_length_table_and_a_clean_run_no_warning():
+    """Runs recorded before the counts existed show nothing; zero affected pairs show the table without a warning."""
+    assert length_summary({"train_pairs": 8.0}, kind="reward", max_length=1024) is None
+    clean = length_summary(
+        {"train_pairs": 8.0, "train_pairs_dropped": 0, "train_pairs_truncated": 0}, kind="reward", max_length=None
+    )
+    assert clean is not None and clean.warning == "" and clean.rows[0]["pairs"] == "8"
+    assert "dropped" in clean.rule and "never truncates" in clean.rule
 
 
 # --- charts ---------------------------------------------------------------------------------------------------------

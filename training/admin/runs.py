@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from training.admin._common import ADMIN_CSS, admin_link
 from training.forms import RunForm
 from training.models import ModelVersion, TrainingRun
-from training.presenters import held_out_rows, history_charts, other_metric_rows, run_progress
+from training.presenters import held_out_rows, history_charts, length_summary, other_metric_rows, run_progress
 from training.services.runs import RunRejected, cancel_run, start_run
 from webapp import clock
 
@@ -120,6 +120,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
                     form.add_rejection(error)
                 else:
                     self.message_user(request, f"{run} queued on '{run.queue}'.", messages.SUCCESS)
+                    if form.length_estimate and form.length_estimate.affected:
+                        self.message_user(request, form.length_estimate.describe(), messages.WARNING)
                     return HttpResponseRedirect(reverse("admin:training_trainingrun_live", args=[run.pk]))
             return self._render_run_form(request, form, status=400)
         return self._render_run_form(request, RunForm(initial=RunForm.initial_from_query(request.GET)), status=200)
@@ -163,6 +165,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "progress": run_progress(run, now=clock.now()),
             "held_out": held_out_rows(run.metrics),
             "other_metrics": other_metric_rows(run.metrics),
+            "lengths": length_summary(run.metrics, kind=run.kind, max_length=run.config.get("max_length")),
             "charts": history_charts(run.history),
             "model_version": ModelVersion.objects.filter(run=run).first(),
             "partial_url": reverse("admin:training_trainingrun_live_partial", args=[run.pk]),

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from labeling.models import PromptSet
 from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
 from training.services.export import AGGREGATIONS, ALL_BAD, FLAGGED, FORMATS, TIES
+from training.trainers.lengths import CONFIRM_SHARE, estimate_run_lengths
 
 _MAX_IDS = 1_000  # prompt sets or annotators named in one export: far above real use, far below a costly query
 
@@ -99,6 +100,27 @@ class RunIn(serializers.Serializer):
         queryset=ModelVersion.objects.all(), required=False, allow_null=True
     )
     config = serializers.DictField(required=False, default=dict)
+    confirm_length = serializers.BooleanField(
+        default=False,
+        help_text=f"Start the run although more than {CONFIRM_SHARE:.0%} of a split's pairs exceed max_length "
+        "(they would be dropped or truncated); without it such a run is refused with the estimate.",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        """Refuse, before queueing, a run whose max_length would drop or truncate a large share of its pairs."""
+        version, parent_model = attrs["dataset_version"], attrs.get("parent_model")
+        estimate = estimate_run_lengths(
+            kind=attrs["kind"],
+            config=attrs.get("config") or {},
+            dataset_path=version.path,
+            pairs={"train": version.n_train, "test": version.n_test},
+            model_path=parent_model.path if parent_model else attrs.get("base_model", "").strip(),
+        )
+        if estimate and estimate.needs_confirmation and not attrs.get("confirm_length"):
+            raise serializers.ValidationError(
+                {"confirm_length": f"{estimate.describe()} Raise max_length, or send confirm_length: true."}
+            )
+        return attrs
 
 
 class RunOut(serializers.ModelSerializer):

@@ -73,8 +73,11 @@ class _RunConfig:
     max_length: int | None = field(
         default=1024,
         metadata=_help(
-            "Token limit per prompt+completion sequence (>= 8), or None for no limit. The reward trainer drops "
-            "longer pairs; the DPO trainer truncates them."
+            "Token limit per prompt+completion sequence, EOS included (>= 8), or None for no limit. Reward runs "
+            "drop every pair whose chosen or rejected sequence is longer. DPO runs truncate a longer sequence "
+            "from its end: the completion loses its last tokens and the prompt is kept whole; a pair whose prompt "
+            "alone reaches the limit is dropped. The run form estimates the share affected before queueing; the "
+            "run page shows the counts."
         ),
     )
     seed: int = field(default=42, metadata=_help("Random seed for initialisation and data order (>= 0)."))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from datasets import Dataset
@@ -61,6 +62,7 @@ def train_dpo(
 
 @dataclass
 class _DPORecipe:
+    kind: ClassVar[str] = "dpo"
     policy_model: str
     ref_model: str | None
     config: DPORunConfig

@@ -11,17 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
 from ._runtime import RunClock, build_result, release_memory, require_test_split, resolve_device, summary_metrics
 from .config import _RunConfig
 from .data import load_preference_splits
+from .lengths import count_split, log_split
 from .progress import Heartbeat, OnLog, ProgressReporter, ShouldStop
 from .result import TrainResult
 
 
 class Recipe(Protocol):
     """What one kind of preference run adds to the shared lifecycle."""
+
+    @property
+    def kind(self) -> str:
+        """ "reward" or "dpo": which of TRL's length rules apply (see `lengths`)."""
+        ...
 
     def setup(
         self,
@@ -77,6 +83,7 @@ def run_preference_training(
     try:
         # Counted after TRL's preprocessing, which may drop pairs that do not fit max_length.
         metrics: dict[str, float] = {"train_pairs": float(len(trainer.train_dataset))}
+        metrics |= _length_metrics(recipe.kind, config.max_length, splits, trainer)
         if config.eval:
             metrics |= recipe.held_out_metrics(trainer, progress, "before")
         train_output = trainer.train()
@@ -97,3 +104,19 @@ def run_preference_training(
     finally:
         del trainer
         release_memory(device)
+
+
+def _length_metrics(kind: str, max_length: int | None, splits: DatasetDict, trainer: Any) -> dict[str, float]:
+    """`{train,test}_pairs_{dropped,truncated}` from the datasets TRL prepared, each split logged.
+
+    The test split is counted only when TRL was given it (evaluation on): otherwise the run never reads it.
+    """
+    prepared = {"train": trainer.train_dataset, "test": trainer.eval_dataset}
+    metrics: dict[str, float] = {}
+    for split, dataset in prepared.items():
+        if dataset is None:
+            continue
+        counts = count_split(split, kind=kind, max_length=max_length, pairs_given=len(splits[split]), prepared=dataset)
+        log_split(counts, kind=kind, max_length=max_length)
+        metrics |= counts.metrics()
+    return metrics

@@ -17,7 +17,9 @@ class TrainResult:
 
     output_dir: str
     #: Flat name -> float: held-out metrics before/after training (`test_*_before`, `test_*_after`), `test_pairs`,
-    #: `train_pairs` (after TRL's length filtering) and TRL's end-of-training summary (`train_loss`, `train_runtime`).
+    #: `train_pairs` (after TRL's length filtering), what `max_length` did to each split TRL was given
+    #: (`train_pairs_dropped`, `train_pairs_truncated`, and `test_*` likewise when evaluation is on; see
+    #: `lengths`), and TRL's end-of-training summary (`train_loss`, `train_runtime`).
     metrics: dict[str, float]
     #: One dict per TRL log event, each with its `step`: loss, learning rate, grad norm, TRL's own metrics.
     #: NaN/inf values are stored as None (JSON has no NaN).

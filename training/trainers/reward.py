@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from datasets import Dataset
 from trl import RewardConfig, RewardTrainer
@@ -55,6 +56,7 @@ def train_reward_model(
 
 @dataclass
 class _RewardRecipe:
+    kind: ClassVar[str] = "reward"
     base_model: str
     config: RewardRunConfig
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -119,6 +121,70 @@ def test_switching_kind_without_javascript_shows_the_new_defaults_instead_of_que
     assert not TrainingRun.objects.exists()
 
 
+# --- the length check before queueing -------------------------------------------------------------------------------
+
+SHORT_PAIR = {"prompt": "Q?", "chosen": " Yes.", "rejected": " No."}
+# 2,000 characters: about 500 tokens by the character estimate, far over the form's max_length of 256.
+LONG_PAIR = {**SHORT_PAIR, "chosen": " Yes." * 400}
+
+
+def jsonl_version(directory: Path, *, long: int, short: int) -> DatasetVersion:
+    """A version whose exported JSONL holds `long` pairs over 256 tokens in train; test is two short pairs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", [LONG_PAIR] * long + [SHORT_PAIR] * short), ("test", [SHORT_PAIR] * 2)):
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return make_version(path=str(directory), n_train=long + short, n_test=2)
+
+
+def test_a_run_that_would_truncate_most_pairs_is_refused_until_confirmed(staff_client, tmp_path):
+    """9 of 10 train pairs over max_length: 400 with the share and a "Train anyway" box; ticked, the run is queued."""
+    version = jsonl_version(tmp_path / "v", long=9, short=1)
+    refused = staff_client.post(reverse(RUN_ADD_URL), run_form(version))
+    assert refused.status_code == 400 and not TrainingRun.objects.exists()
+    page = refused.content.decode()
+    assert "At max_length 256 the run would truncate 9 of 10 train pairs (90%) and leave all 2 test pairs whole" in page
+    assert "about 4 characters per token: no tokenizer.json" in page and "Train anyway" in page
+    assert refused.context["form"].errors["confirm_length"]
+    queued = staff_client.post(reverse(RUN_ADD_URL), run_form(version, confirm_length="on"), follow=True)
+    run = TrainingRun.objects.get()
+    assert queued.redirect_chain == [(reverse("admin:training_trainingrun_live", args=[run.pk]), 302)]
+    assert "would truncate 9 of 10 train pairs (90%)" in queued.content.decode()  # still said on the run page
+
+
+def test_a_run_that_would_affect_a_few_pairs_is_queued_with_a_warning(staff_client, tmp_path):
+    """1 of 20 pairs (below the 10% threshold) needs no confirmation, but the run page says what will happen."""
+    version = jsonl_version(tmp_path / "v", long=1, short=19)
+    response = staff_client.post(
+        reverse(RUN_ADD_URL), run_form(version, kind="reward", config_kind="reward"), follow=True
+    )
+    assert TrainingRun.objects.get().kind == "reward"
+    page = response.content.decode()
+    assert "At max_length 256 the run would drop 1 of 20 train pairs (5%)" in page
+    assert "never truncates" in page
+
+
+def test_raising_max_length_clears_the_length_check(staff_client, tmp_path):
+    """The same data with max_length 1024 (or none) fits: no box, straight to the run page."""
+    version = jsonl_version(tmp_path / "v", long=9, short=1)
+    assert staff_client.post(reverse(RUN_ADD_URL), run_form(version, max_length="1024")).status_code == 302
+    assert staff_client.post(reverse(RUN_ADD_URL), run_form(version, max_length="")).status_code == 302
+
+
+def test_the_length_check_counts_with_the_models_own_tokenizer_when_it_is_here(staff_client, tmp_path):
+    """A local base model with a tokenizer.json: the estimate tokenizes as the trainer will, and says so."""
+    from training.trainers.tiny import build_tiny_tokenizer
+
+    model_dir = tmp_path / "model"
+    build_tiny_tokenizer(["Q? Yes. No."] * 20, model_dir)
+    version = jsonl_version(tmp_path / "v", long=9, short=1)
+    refused = staff_client.post(reverse(RUN_ADD_URL), run_form(version, base_model=str(model_dir)))
+    assert refused.status_code == 400
+    expected = (
+        "truncate 9 of 10 train pairs (90%) and leave all 2 test pairs whole (counted with the model&#x27;s tokenizer)"
+    )
+    assert expected in refused.content.decode()
+
+
 # --- the run page ---------------------------------------------------------------------------------------------------
 
 
@@ -145,6 +211,31 @@ def test_the_run_page_shows_progress_curves_metrics_and_an_escaped_log(staff_cli
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "<script>alert(" not in page
     assert 'hx-trigger="every 2s"' in page and "Cancel run" in page
+
+
+def test_the_run_page_shows_pairs_dropped_or_truncated_for_length(staff_client):
+    """The trainer's length counts become a "Length" table, with a warning box when any pair was affected."""
+    run = make_run(
+        status=TrainingRun.Status.SUCCEEDED,
+        config={"beta": 0.1, "max_length": 64},
+        metrics={
+            "train_pairs": 14.0,
+            "train_pairs_dropped": 2.0,
+            "train_pairs_truncated": 5.0,
+            "test_pairs": 7.0,
+            "test_pairs_dropped": 1.0,
+            "test_pairs_truncated": 2.0,
+        },
+    )
+    page = staff_client.get(reverse("admin:training_trainingrun_live", args=[run.pk])).content.decode()
+    assert "Length: pairs over max_length 64" in page
+    assert "<td>training</td><td>16</td><td>2 (12.5%)</td><td>5 (31.2%)</td>" in page
+    assert "<td>held-out</td><td>8</td><td>1 (12.5%)</td><td>2 (25.0%)</td>" in page
+    assert (
+        "At max_length 64, training pairs: 2 dropped and 5 truncated; held-out pairs: 1 dropped and 2 truncated."
+        in page
+    )
+    assert "train_pairs_dropped" not in page  # not repeated among the other metrics
 
 
 def test_the_live_partial_stops_polling_once_the_run_is_terminal(staff_client):

@@ -1,0 +1,454 @@
+"""What `max_length` does to preference pairs: counted in the worker from TRL's own data, estimated before queueing.
+
+What TRL 1.16 does at `max_length` L (installed source, `trl/trainer/`):
+
+- `RewardTrainer` **drops**. `_prepare_dataset` appends EOS, tokenizes prompt+chosen and prompt+rejected, then
+  filters out every pair where either sequence is longer than L tokens (reward_trainer.py:730-738). Its collator
+  never truncates, so a kept pair is trained on whole.
+- `DPOTrainer` **truncates** (with `truncation_mode="keep_start"`, TRL's default and the only mode PrefLoop uses).
+  Its collator cuts each prompt+completion sequence to its first L tokens, chosen and rejected separately, so the
+  end of the completion is lost and the prompt is kept (dpo_trainer.py:153-167). `_prepare_dataset` drops only the
+  pairs whose prompt alone is L tokens or more, which would keep no completion token (dpo_trainer.py:1134-1140).
+
+The worker counts from the datasets TRL prepared (`count_split`): dropped = pairs handed to TRL minus pairs it
+kept (its only filter is the length filter), truncated = kept pairs with a sequence over L. The web process never
+loads TRL, so `estimate_length_effects` re-tokenizes a sample of the exported JSONL with the `tokenizers` library on
+the model's `tokenizer.json`, by the same rules; without one it falls back on a character count and says so.
+
+This module imports nothing heavy at load time: the admin's run form and the API import it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.trainers.formatting import completion_prompt
+
+log = logging.getLogger(__name__)
+
+KEPT, TRUNCATED, DROPPED = "kept", "truncated", "dropped"
+
+#: Above this share of affected (dropped or truncated) pairs in either split, the run form and the API want an
+#: explicit confirmation: a tenth of the data silently gone or cut changes what the run learns.
+CONFIRM_SHARE = 0.10
+#: Pairs tokenized per split for the estimate: a 1% share is then resolved to about +-0.5 points, and encoding
+#: 3 x 2,000 strings with the Rust tokenizer takes tens of milliseconds in a web request.
+ESTIMATE_PAIRS_PER_SPLIT = 2_000
+#: The fallback when no tokenizer.json is at hand: BPE tokenizers average about four characters of English text per
+#: token. Code and most other languages run shorter, so this under-counts for them.
+CHARS_PER_TOKEN = 4.0
+
+TOKENIZER = "tokenizer"
+CHARACTERS = "characters"
+
+
+def pair_fate(
+    kind: str, max_length: int | None, *, prompt_tokens: int, chosen_tokens: int, rejected_tokens: int
+) -> str:
+    """KEPT, TRUNCATED or DROPPED for one pair, by TRL's rules above.
+
+    `chosen_tokens` and `rejected_tokens` are whole sequences (prompt, completion and EOS); `prompt_tokens` is the
+    prompt TRL splits off for DPO (the reward trainer does not use it).
+    """
+    if max_length is None:
+        return KEPT
+    longest = max(chosen_tokens, rejected_tokens)
+    if kind == "reward":
+        return DROPPED if longest > max_length else KEPT
+    if prompt_tokens >= max_length:
+        return DROPPED
+    return TRUNCATED if longest > max_length else KEPT
+
+
+def what_happens(kind: str) -> str:
+    """One sentence on what TRL does to a pair over max_length, for logs and pages."""
+    if kind == "reward":
+        return "pairs with a sequence over max_length are dropped (TRL's reward trainer never truncates)"
+    return (
+        "sequences over max_length lose the end of their completion (the prompt is kept); "
+        "pairs whose prompt alone fills max_length are dropped"
+    )
+
+
+@dataclass(frozen=True)
+class SplitLengths:
+    """One split's pairs and what max_length did (or would do) to them."""
+
+    split: str
+    #: Pairs before length handling: in the worker, all pairs TRL was given; in an estimate, the pairs sampled.
+    pairs: int
+    dropped: int
+    truncated: int
+
+    @property
+    def affected(self) -> int:
+        return self.dropped + self.truncated
+
+    @property
+    def share(self) -> float:
+        return self.affected / self.pairs if self.pairs else 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """`{split}_pairs_dropped` and `{split}_pairs_truncated`, as a run's metrics hold them."""
+        return {
+            f"{self.split}_pairs_dropped": float(self.dropped),
+            f"{self.split}_pairs_truncated": float(self.truncated),
+        }
+
+    def describe(self) -> str:
+        """E.g. "train: 12 of 96 pairs dropped, 0 truncated"."""
+        return f"{self.split}: {self.dropped} of {self.pairs} pairs dropped, {self.truncated} truncated"
+
+
+# --- in the worker: counted from the datasets TRL prepared ----------------------------------------------------------
+
+
+def count_split(split: str, *, kind: str, max_length: int | None, pairs_given: int, prepared: Any) -> SplitLengths:
+    """Count what TRL did to one split: `prepared` is `trainer.train_dataset` / `trainer.eval_dataset` after TRL.
+
+    Reward datasets hold `chosen_ids`/`rejected_ids` (prompt included); DPO datasets hold `prompt_ids` and the
+    completions' `chosen_ids`/`rejected_ids`. Batched iteration respects the index mapping TRL's filter leaves.
+    """
+    truncated = 0
+    if max_length is not None and kind != "reward":  # the reward trainer's kept pairs are never truncated
+        columns = ["prompt_ids", "chosen_ids", "rejected_ids"]
+        for batch in prepared.select_columns(columns).iter(batch_size=1024):
+            for prompt, chosen, rejected in zip(*(batch[name] for name in columns), strict=True):
+                fate = pair_fate(
+                    kind,
+                    max_length,
+                    prompt_tokens=len(prompt),
+                    chosen_tokens=len(prompt) + len(chosen),
+                    rejected_tokens=len(prompt) + len(rejected),
+                )
+                truncated += fate == TRUNCATED
+    return SplitLengths(split=split, pairs=pairs_given, dropped=pairs_given - len(prepared), truncated=truncated)
+
+
+def log_split(counts: SplitLengths, *, kind: str, max_length: int | None) -> None:
+    """One log line per split; a warning when any pair was affected, so it stands out in a worker's log."""
+    if counts.affected:
+        log.warning("max_length=%s: %s (%s)", max_length, counts.describe(), what_happens(kind))
+    else:
+        log.info("max_length=%s: %s", max_length, counts.describe())
+
+
+# --- before queueing: an estimate from the exported JSONL, without torch ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class LengthEstimate:
+    """What max_length would do to a sample of each split, and how the lengths were measured."""
+
+    kind: str
+    max_length: int
+    #: TOKENIZER (the model's tokenizer.json, as TRL tokenizes) or CHARACTERS (length / CHARS_PER_TOKEN).
+    method: str
+    splits: tuple[SplitLengths, ...]
+    #: True when a split had more pairs than were tokenized.
+    sampled: bool
+
+    @property
+    def worst_share(self) -> float:
+        return max((split.share for split in self.splits), default=0.0)
+
+    @property
+    def affected(self) -> bool:
+        return any(split.affected for split in self.splits)
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return self.worst_share > CONFIRM_SHARE
+
+    def describe(self) -> str:
+        """What the form and the API say: "At max_length 256 the run would truncate 9 of 10 train pairs (90%)..."."""
+        how = (
+            "counted with the model's tokenizer"
+            if self.method == TOKENIZER
+            else f"estimated at about {CHARS_PER_TOKEN:g} characters per token: no tokenizer.json for this model"
+        )
+        sample = ", on a sample of each split" if self.sampled else ""
+        parts = []
+        for split in self.splits:
+            if not split.pairs:
+                continue
+            counts = (("drop", split.dropped), ("truncate", split.truncated))
+            effects = [f"{verb} {count}" for verb, count in counts if count]
+            if effects:
+                share = _percent(split.affected, split.pairs)
+                parts.append(f"{' and '.join(effects)} of {split.pairs} {split.split} pairs ({share})")
+            else:
+                parts.append(f"leave all {split.pairs} {split.split} pairs whole")
+        return (
+            f"At max_length {self.max_length} the run would {' and '.join(parts)} ({how}{sample}). "
+            f"{_capitalised(what_happens(self.kind))}."
+        )
+
+
+def estimate_run_lengths(
+    *,
+    kind: str,
+    config: Mapping[str, Any],
+    dataset_path: str | Path,
+    pairs: Mapping[str, int],
+    model_path: str,
+) -> LengthEstimate | None:
+    """The estimate for a run request (the admin form, the API): its max_length, on the splits the run will read.
+
+    None when the config is invalid (the run's own validation says why) or there is nothing to estimate.
+    """
+    from training.trainers.config import RUN_CONFIGS, ConfigError
+
+    try:
+        run_config = RUN_CONFIGS[kind].from_dict(config)
+    except (KeyError, ConfigError):
+        return None
+    evaluates = run_config.eval or run_config.eval_steps is not None
+    return estimate_length_effects(
+        kind=kind,
+        dataset_path=dataset_path,
+        model_path=model_path,
+        max_length=run_config.max_length,
+        expected_pairs=pairs,
+        splits=("train", "test") if evaluates else ("train",),
+    )
+
+
+def estimate_length_effects(
+    *,
+    kind: str,
+    dataset_path: str | Path,
+    model_path: str,
+    max_length: int | None,
+    expected_pairs: Mapping[str, int] | None = None,
+    splits: Sequence[str] = ("train", "test"),
+    pairs_per_split: int = ESTIMATE_PAIRS_PER_SPLIT,
+) -> LengthEstimate | None:
+    """Estimate what `max_length` does to each split of an exported dataset, before a worker loads anything.
+
+    Reads `{split}.jsonl` (every k-th row, so a sample spans the whole file, with k from `expected_pairs`),
+    and measures each pair as TRL will: standard prompts get the training separator and completions EOS; chat
+    prompts are rendered with the model's chat template. Returns None when there is nothing to estimate: no limit,
+    or no JSONL files (an export still building, or a version whose files are elsewhere).
+    """
+    if max_length is None:
+        return None
+    root = Path(dataset_path)
+    files = {split: root / f"{split}.jsonl" for split in splits}
+    if not all(path.is_file() for path in files.values()):
+        return None
+    measure = _measurer(model_path, kind)
+    counted, sampled = [], False
+    for split, path in files.items():
+        total = (expected_pairs or {}).get(split, 0)
+        stride = max(1, math.ceil(total / pairs_per_split))
+        sampled = sampled or stride > 1
+        rows = list(_sample_rows(path, stride=stride, limit=pairs_per_split))
+        fates = [pair_fate(kind, max_length, **lengths) for lengths in measure.lengths(rows)]
+        counted.append(
+            SplitLengths(split=split, pairs=len(fates), dropped=fates.count(DROPPED), truncated=fates.count(TRUNCATED))
+        )
+    return LengthEstimate(
+        kind=kind, max_length=max_length, method=measure.method, splits=tuple(counted), sampled=sampled
+    )
+
+
+def _sample_rows(path: Path, *, stride: int, limit: int) -> Iterator[dict[str, Any]]:
+    """Every `stride`-th non-tie row, at most `limit`: rows are ordered by prompt, so the first N would be biased."""
+    taken = 0
+    with open(path, "rb") as handle:
+        for index, line in enumerate(handle):
+            if index % stride or not line.strip():
+                continue
+            row = json.loads(line)
+            if row.get("tie"):  # the trainers drop tie rows before TRL sees them
+                continue
+            yield row
+            taken += 1
+            if taken >= limit:
+                return
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]  # str.capitalize would lower-case "TRL"
+
+
+def _percent(count: int, total: int) -> str:
+    share = 100 * count / total
+    return f"{share:.0f}%" if share >= 1 else f"{share:.1g}%"
+
+
+class _Measurer:
+    """Turns rows into {prompt_tokens, chosen_tokens, rejected_tokens} the way TRL will see them."""
+
+    method = CHARACTERS
+
+    def __init__(self, kind: str, eos_token: str = "") -> None:
+        self.kind = kind
+        self.eos_token = eos_token
+
+    def lengths(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, int]]:
+        out = []
+        for row in rows:
+            prompt, chosen, rejected = (self.text(row[key]) for key in ("prompt", "chosen", "rejected"))
+            if isinstance(row["prompt"], str):
+                prompt = completion_prompt(prompt)
+            out.append(
+                {
+                    "prompt_tokens": self.count(prompt),
+                    "chosen_tokens": self.count(prompt + chosen) + 1,  # + EOS, which TRL appends
+                    "rejected_tokens": self.count(prompt + rejected) + 1,
+                }
+            )
+        return out
+
+    @staticmethod
+    def text(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        return "".join(str(message.get("content", "")) for message in value)
+
+    @staticmethod
+    def count(text: str) -> int:
+        return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+class _TokenizerMeasurer(_Measurer):
+    """Exact lengths from the model's `tokenizer.json`: what `PreTrainedTokenizerFast` runs under TRL."""
+
+    method = TOKENIZER
+
+    def __init__(self, kind: str, tokenizer: Any, eos_token: str, render: Callable[..., str] | None) -> None:
+        super().__init__(kind, eos_token)
+        self.tokenizer = tokenizer
+        self.render = render
+
+    def lengths(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, int]]:
+        if not rows:
+            return []
+        conversational = not isinstance(rows[0]["prompt"], str)
+        if conversational and self.render is None:
+            self.method = CHARACTERS  # no chat template to render with
+            return _Measurer.lengths(self, rows)
+        prompts, chosens, rejecteds = [], [], []
+        for row in rows:
+            if conversational:
+                assert self.render is not None
+                try:
+                    prompts.append(self.render(row["prompt"], add_generation_prompt=True))
+                    chosens.append(self.render(row["prompt"] + row["chosen"], add_generation_prompt=False))
+                    rejecteds.append(self.render(row["prompt"] + row["rejected"], add_generation_prompt=False))
+                except Exception:  # a template that refuses these messages: the estimate must not break the form
+                    log.warning("chat template failed on a row; estimating from characters", exc_info=True)
+                    self.method = CHARACTERS
+                    return _Measurer.lengths(self, rows)
+            else:
+                # data.py adds the separator; TRL appends EOS to each completion unless it already ends with it.
+                prompt = completion_prompt(row["prompt"])
+                prompts.append(prompt)
+                chosens.append(prompt + self._with_eos(row["chosen"]))
+                rejecteds.append(prompt + self._with_eos(row["rejected"]))
+        # A rendered chat already holds its special tokens: TRL's apply_chat_template encodes it without adding more.
+        special = not conversational
+        prompt_ids, chosen_ids, rejected_ids = (
+            [encoding.ids for encoding in self.tokenizer.encode_batch(texts, add_special_tokens=special)]
+            for texts in (prompts, chosens, rejecteds)
+        )
+        return [
+            {
+                # TRL's DPO splits at the common prefix of prompt and prompt+completion (common_prefix_length).
+                "prompt_tokens": min(_common_prefix(p, c), _common_prefix(p, r)),
+                "chosen_tokens": len(c),
+                "rejected_tokens": len(r),
+            }
+            for p, c, r in zip(prompt_ids, chosen_ids, rejected_ids, strict=True)
+        ]
+
+    def _with_eos(self, completion: str) -> str:
+        return completion if completion.endswith(self.eos_token) else completion + self.eos_token
+
+
+def _common_prefix(ids: list[int], other: list[int]) -> int:
+    length = 0
+    for token, other_token in zip(ids, other, strict=False):
+        if token != other_token:
+            break
+        length += 1
+    return length
+
+
+def _measurer(model_path: str, kind: str) -> _Measurer:
+    """The model's tokenizer where its directory is here and holds a tokenizer.json; characters otherwise."""
+    directory = Path(model_path).expanduser() if model_path else None
+    if directory is None or not (directory / "tokenizer.json").is_file():
+        return _Measurer(kind)
+    config = _read_json(directory / "tokenizer_config.json")
+    special_tokens = {
+        name: _token_text(config.get(name)) for name in ("bos_token", "eos_token", "unk_token", "pad_token")
+    }
+    eos_token = special_tokens["eos_token"]
+    if not eos_token:
+        return _Measurer(kind)
+    try:
+        from tokenizers import Tokenizer  # Rust, light: loaded only when a form or the API asks for an estimate
+
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    except Exception:  # an unreadable or newer-format tokenizer.json: the estimate must never break the form
+        log.warning("could not load %s/tokenizer.json for a length estimate", directory, exc_info=True)
+        return _Measurer(kind)
+    template_file = directory / "chat_template.jinja"
+    template = template_file.read_text() if template_file.is_file() else config.get("chat_template")
+    render = _chat_renderer(template, {k: v for k, v in special_tokens.items() if v}) if template else None
+    return _TokenizerMeasurer(kind, tokenizer, eos_token, render)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _token_text(token: Any) -> str:
+    """A special token as tokenizer_config.json writes it: a string, or {"content": ...} in older files."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    return token if isinstance(token, str) else ""
+
+
+def _chat_renderer(template: str, special_tokens: dict[str, str]) -> Callable[..., str] | None:
+    """Render messages as transformers' apply_chat_template does (sandboxed Jinja, same options and helpers)."""
+    if not isinstance(template, str):
+        return None  # a dict of named templates: which one TRL would use is not ours to guess
+    try:
+        from jinja2.exceptions import TemplateError
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        return None
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, **kwargs: Any) -> str:
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, **kwargs)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    environment.filters["tojson"] = tojson
+    environment.globals["raise_exception"] = raise_exception
+    try:
+        compiled = environment.from_string(template)
+    except TemplateError:
+        return None
+
+    def render(messages: list[dict[str, Any]], *, add_generation_prompt: bool) -> str:
+        return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **special_tokens)
+
+    return render
