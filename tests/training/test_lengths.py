@@ -307,6 +307,19 @@ def test_the_estimate_samples_evenly_through_a_large_split(tmp_path):
     assert (train.pairs, train.dropped) == (100, 50)
 
 
+def test_a_file_too_big_to_read_through_is_sampled_by_offset_without_favouring_long_rows(tmp_path):
+    """Rows under evenly spaced byte offsets are mostly the long ones; weighting by 1/length restores the true half."""
+    short = {"prompt": "Q?", "chosen": " yes", "rejected": " no"}
+    long = {"prompt": "Q?", "chosen": " yes" * 200, "rejected": " no"}
+    _write_jsonl_only(tmp_path, {"train": [short] * 500 + [long] * 500, "test": [short]})
+    estimate = estimate_length_effects(
+        kind="reward", dataset_path=tmp_path, model_path="", max_length=64, pairs_per_split=100, read_through_bytes=0
+    )
+    assert estimate is not None and estimate.sampled
+    train = estimate.splits[0]
+    assert train.pairs == 100 and 40 <= train.dropped <= 60  # unweighted, about 93 of 100 draws are long rows
+
+
 def test_tie_rows_and_a_missing_export_are_not_estimated(tmp_path):
     """Tie rows never reach TRL, so they are not counted; no JSONL files or no limit means no estimate."""
     tie = {"prompt": "Q?", "chosen": " yes" * 200, "rejected": " no", "tie": True}

@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from training.trainers.formatting import completion_prompt
 
@@ -40,6 +40,9 @@ CONFIRM_SHARE = 0.10
 #: Pairs tokenized per split for the estimate: a 1% share is then resolved to about +-0.5 points, and encoding
 #: 3 x 2,000 strings with the Rust tokenizer takes tens of milliseconds in a web request.
 ESTIMATE_PAIRS_PER_SPLIT = 2_000
+#: A split's JSONL up to this size is read through (about half a second per 256 MB); a larger one is sampled by
+#: byte offset, so a form submission never waits on a multi-gigabyte file.
+READ_THROUGH_BYTES = 256 * 2**20
 #: The fallback when no tokenizer.json is at hand: BPE tokenizers average about four characters of English text per
 #: token. Code and most other languages run shorter, so this under-counts for them.
 CHARS_PER_TOKEN = 4.0
@@ -229,13 +232,13 @@ def estimate_length_effects(
     expected_pairs: Mapping[str, int] | None = None,
     splits: Sequence[str] = ("train", "test"),
     pairs_per_split: int = ESTIMATE_PAIRS_PER_SPLIT,
+    read_through_bytes: int = READ_THROUGH_BYTES,
 ) -> LengthEstimate | None:
     """Estimate what `max_length` does to each split of an exported dataset, before a worker loads anything.
 
-    Reads `{split}.jsonl` (every k-th row, so a sample spans the whole file, with k from `expected_pairs`),
-    and measures each pair as TRL will: standard prompts get the training separator and completions EOS; chat
-    prompts are rendered with the model's chat template. Returns None when there is nothing to estimate: no limit,
-    or no JSONL files (an export still building, or a version whose files are elsewhere).
+    Samples `{split}.jsonl` (see `_sample_rows`) and measures each pair as TRL will: standard prompts get the
+    training separator and completions EOS; chat prompts are rendered with the model's chat template. Returns None
+    when there is nothing to estimate: no limit, or no JSONL files (an export still building, or elsewhere).
     """
     if max_length is None:
         return None
@@ -246,33 +249,87 @@ def estimate_length_effects(
     measure = _measurer(model_path, kind)
     counted, sampled = [], False
     for split, path in files.items():
-        total = (expected_pairs or {}).get(split, 0)
-        stride = max(1, math.ceil(total / pairs_per_split))
-        sampled = sampled or stride > 1
-        rows = list(_sample_rows(path, stride=stride, limit=pairs_per_split))
+        rows, weights, whole = _sample_rows(
+            path,
+            expected=(expected_pairs or {}).get(split, 0),
+            limit=pairs_per_split,
+            read_through_bytes=read_through_bytes,
+        )
+        sampled = sampled or not whole
         fates = [pair_fate(kind, max_length, **lengths) for lengths in measure.lengths(rows)]
         counted.append(
-            SplitLengths(split=split, pairs=len(fates), dropped=fates.count(DROPPED), truncated=fates.count(TRUNCATED))
+            SplitLengths(
+                split=split,
+                pairs=len(fates),
+                dropped=_weighted_count(fates, weights, DROPPED),
+                truncated=_weighted_count(fates, weights, TRUNCATED),
+            )
         )
     return LengthEstimate(
         kind=kind, max_length=max_length, method=measure.method, splits=tuple(counted), sampled=sampled
     )
 
 
-def _sample_rows(path: Path, *, stride: int, limit: int) -> Iterator[dict[str, Any]]:
-    """Every `stride`-th non-tie row, at most `limit`: rows are ordered by prompt, so the first N would be biased."""
-    taken = 0
+def _sample_rows(
+    path: Path, *, expected: int, limit: int, read_through_bytes: int
+) -> tuple[list[dict[str, Any]], list[float], bool]:
+    """(rows, weights, whether every row was read) for one split, tie rows left out as the trainers leave them.
+
+    Rows are ordered by prompt, so the first N would be biased. A file up to `read_through_bytes` is read through,
+    keeping every k-th row (k from the expected row count). A larger one is not read at all: `limit` rows are
+    taken at evenly spaced byte offsets, the row under each offset. That picks a row in proportion to its length,
+    which would over-count exactly the long pairs this estimate is about, so each carries weight 1 / its length.
+    """
+    rows: list[dict[str, Any]] = []
+    weights: list[float] = []
+    size = path.stat().st_size
     with open(path, "rb") as handle:
-        for index, line in enumerate(handle):
-            if index % stride or not line.strip():
-                continue
-            row = json.loads(line)
-            if row.get("tie"):  # the trainers drop tie rows before TRL sees them
-                continue
-            yield row
-            taken += 1
-            if taken >= limit:
-                return
+        if size <= read_through_bytes:
+            stride = max(1, math.ceil(expected / limit))
+            for index, line in enumerate(handle):
+                if len(rows) >= limit:
+                    break
+                if index % stride == 0 and (row := _row(line)) is not None:
+                    rows.append(row)
+                    weights.append(1.0)
+            return rows, weights, stride == 1
+        for draw in range(limit):
+            line = _line_at(handle, int((draw + 0.5) * size / limit))
+            if (row := _row(line)) is not None:
+                rows.append(row)
+                weights.append(1.0 / len(line))
+    return rows, weights, False
+
+
+def _weighted_count(fates: list[str], weights: list[float], fate: str) -> int:
+    """How many of the sampled pairs have `fate`, each counted by its weight (1 for every row read through)."""
+    total = sum(weights)
+    if not total:
+        return 0
+    share = sum(weight for each, weight in zip(fates, weights, strict=True) if each == fate) / total
+    return round(share * len(fates))
+
+
+def _row(line: bytes) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    row = json.loads(line)
+    return None if row.get("tie") else row  # the trainers drop tie rows before TRL sees them
+
+
+def _line_at(handle: BinaryIO, offset: int) -> bytes:
+    """The whole line that byte `offset` falls in: back to the previous newline, then forward to the next."""
+    start = offset
+    while start > 0:
+        step = min(start, 1 << 16)
+        handle.seek(start - step)
+        cut = handle.read(step).rfind(b"\n")
+        if cut >= 0:
+            start = start - step + cut + 1
+            break
+        start -= step
+    handle.seek(start)
+    return handle.readline()
 
 
 def _capitalised(text: str) -> str:
