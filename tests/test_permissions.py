@@ -87,6 +87,9 @@ def test_each_role_gets_the_api_endpoints_it_may_use(prompt_set, method, url, ro
     api = token_client(user) if user is not None else APIClient()
     response = getattr(api, method)(url.format(prompt_set=prompt_set.pk), {}, format="json")
     assert response.status_code == API[(method, url)][ROLES.index(role)], response.content
+    if response.status_code >= 400:  # every refusal in the API's one error shape
+        body = response.json()
+        assert {"code", "detail"} <= set(body) <= {"code", "detail", "field", "errors"}, body
 
 
 def test_a_403_page_says_why_and_keeps_the_user_signed_in(client):

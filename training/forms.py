@@ -22,7 +22,7 @@ from training.models import AutoTrainPolicy, DatasetVersion, ModelVersion, Train
 from training.services.autotrain import validate_auto_train_policy
 from training.services.export import ExportError, ExportOptions
 from training.services.registry import RegistrationError, validate_base_model_path
-from training.services.runs import RunRejected
+from training.services.runs import RunRejected, validate_run_request
 from training.trainers.config import RUN_CONFIGS
 from training.trainers.lengths import CONFIRM_SHARE, LengthEstimate, estimate_run_lengths
 
@@ -279,6 +279,10 @@ class RunForm(forms.Form):
             raise forms.ValidationError(
                 f"Not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
             ) from None
+        except RecursionError:
+            raise forms.ValidationError("Not usable JSON: nested too deeply.") from None
+        except ValueError:  # Python refuses to read an integer of over 4,300 digits
+            raise forms.ValidationError("Not usable JSON: a number is too long.") from None
         if not isinstance(value, dict):
             raise forms.ValidationError(f"Expected a JSON object ({{...}}), got {type(value).__name__}.")
         return value
@@ -289,9 +293,22 @@ class RunForm(forms.Form):
         if self.errors:
             return cleaned
         parent_model, version = cleaned.get("parent_model"), cleaned["dataset_version"]
+        # The service's checks first, on their inputs: the estimate reads the model's files, which only a request
+        # the service accepts may point it at (a 300-character name is refused, not passed to the file system).
+        try:
+            config = validate_run_request(
+                kind=cleaned["kind"],
+                dataset_version=version,
+                base_model=cleaned.get("base_model", "").strip(),
+                parent_model=parent_model,
+                config=self.config(),
+            )
+        except RunRejected as error:
+            self.add_rejection(error)
+            return cleaned
         self.length_estimate = estimate_run_lengths(
             kind=self.config_kind,
-            config=self.config(),
+            config=config,
             dataset_path=version.path,
             pairs={"train": version.n_train, "test": version.n_test},
             model_path=parent_model.path if parent_model else cleaned.get("base_model", "").strip(),

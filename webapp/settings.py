@@ -34,6 +34,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside the rest, so every error under /api/ (a 404 no view answered, a 500) reaches it and becomes JSON.
+    "webapp.api_errors.ApiJsonErrorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -108,8 +110,12 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # Every operation documents each error status it can answer, with the one error shape as its body.
+    "DEFAULT_SCHEMA_CLASS": "webapp.api_errors.ApiAutoSchema",
+    # One error shape for every 4xx: {"code", "detail", "field"?, "errors"?} (see webapp/api_errors.py).
+    "EXCEPTION_HANDLER": "webapp.api_errors.api_exception_handler",
+    # limit/offset with a largest page: an absurd ?limit= is clamped instead of overflowing the query.
+    "DEFAULT_PAGINATION_CLASS": "webapp.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,
 }
 SPECTACULAR_SETTINGS = {
@@ -117,6 +123,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Collect human rankings of model rollouts; export preference datasets; train.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Two models have a `kind` field with different choices: name their enums instead of a hash suffix.
+    "ENUM_NAME_OVERRIDES": {
+        "RunKindEnum": "training.models.TrainingRun.Kind",
+        "ModelKindEnum": "training.models.ModelVersion.Kind",
+    },
 }
 
 # --- labeling ---

@@ -96,7 +96,8 @@ class SubmitIn(serializers.Serializer):
     )
     all_bad = serializers.BooleanField(default=False)
     flags = FlagsField(required=False, default=dict, help_text="Rollout id → flag reason, for shown rollouts.")
-    time_spent_ms = serializers.IntegerField(required=False, min_value=0)
+    # The column is a PositiveIntegerField: above 2**31 - 1 (24 days) Postgres would refuse the row with a 500.
+    time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
 
     def validate(self, attrs: dict) -> dict:
         # Items stay as sent (an id, or a list of tied ids): the service reads them once it has checked the length.
@@ -104,6 +105,11 @@ class SubmitIn(serializers.Serializer):
         if not attrs["tiers"] and not attrs["all_bad"]:
             raise serializers.ValidationError({"ranking": "Give a ranking of the shown rollouts, or set all_bad."})
         return attrs
+
+
+class SkipOut(serializers.Serializer):
+    assignment = serializers.IntegerField()
+    status = serializers.CharField(help_text="The assignment's status after the skip ('skipped').")
 
 
 class RankingOut(serializers.ModelSerializer):

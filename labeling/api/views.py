@@ -1,4 +1,8 @@
-"""Labeling API: thin views over the services; service refusals become 400s that say why."""
+"""Labeling API: thin views over the services.
+
+A service's refusal (`LabelingError` and its kinds) is not caught here: it propagates to the API's exception
+handler (webapp/api_errors.py), which answers the one error shape with the service's code.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,10 @@ from labeling.models import PromptSet
 from labeling.permissions import HasPermissions
 from labeling.roles import ANNOTATE, MANAGE_PROMPT_SETS, VIEW_PROMPT_SETS
 from labeling.selectors import prompt_sets_with_progress
-from labeling.services.errors import ImportRejected, LabelingError
 from labeling.services.importing import import_file
 from labeling.services.queue import next_task_for, skip_assignment
 from labeling.services.ranking import submit_ranking
+from webapp.api_errors import error_response
 
 
 class CanAnnotate(HasPermissions):
@@ -42,10 +46,6 @@ class CanManagePromptSets(HasPermissions):
     message = "Only admins who may change prompt sets can import into them."
 
 
-def _refused(error: LabelingError) -> Response:
-    return Response({"code": error.code, "detail": error.message}, status=status.HTTP_400_BAD_REQUEST)
-
-
 class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
     """Prompt sets with their progress; admins import prompts and rollouts into one."""
 
@@ -62,7 +62,10 @@ class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
         responses={
             201: s.ImportOut,
             200: OpenApiResponse(s.ImportOut, description="Nothing new: every prompt and rollout was already there"),
-            400: OpenApiResponse(description="Bad file: every bad line with its reason; nothing was written"),
+            400: error_response(
+                "Bad file (`invalid_import`, each bad line in `errors` with its number and reason; nothing was "
+                "written), or bad parameters"
+            ),
         },
     )
     @action(
@@ -78,21 +81,13 @@ class PromptSetViewSet(viewsets.ReadOnlyModelViewSet):
         params.is_valid(raise_exception=True)
         upload = params.validated_data.get("file")
         data = upload.read() if upload else params.validated_data["content"]
-        try:
-            report = import_file(
-                prompt_set=prompt_set,
-                data=data,
-                filename=getattr(upload, "name", ""),
-                fmt=params.validated_data.get("format"),
-                skip_invalid=params.validated_data["skip_invalid"],
-            )
-        except ImportRejected as error:
-            body = {
-                "code": error.code,
-                "detail": error.message,
-                "errors": [{"line": line, "reason": reason} for line, reason in error.errors],
-            }
-            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        report = import_file(
+            prompt_set=prompt_set,
+            data=data,
+            filename=getattr(upload, "name", ""),
+            fmt=params.validated_data.get("format"),
+            skip_invalid=params.validated_data["skip_invalid"],
+        )
         code = status.HTTP_201_CREATED if report.created_anything else status.HTTP_200_OK
         return Response(s.ImportOut(report).data, status=code)
 
@@ -102,7 +97,11 @@ class NextTaskView(APIView):
 
     @extend_schema(
         request=s.NextTaskIn,
-        responses={200: s.AssignmentOut, 204: OpenApiResponse(description="Nothing left for you to rank")},
+        responses={
+            200: s.AssignmentOut,
+            204: OpenApiResponse(description="Nothing left for you to rank"),
+            400: error_response("Bad parameters, or an unknown prompt set"),
+        },
     )
     def post(self, request: Request) -> Response:
         """Lease the next task (or return the one you already hold)."""
@@ -122,23 +121,30 @@ class NextTaskView(APIView):
 class SubmitRankingView(APIView):
     permission_classes = [CanAnnotate]
 
-    @extend_schema(request=s.SubmitIn, responses={201: s.RankingOut, 200: s.RankingOut})
+    @extend_schema(
+        request=s.SubmitIn,
+        responses={
+            201: s.RankingOut,
+            200: OpenApiResponse(s.RankingOut, description="Already submitted: the first ranking, unchanged"),
+            400: error_response(
+                "Refused, with a code: not_a_permutation, malformed_ranking, bad_flag, unknown_assignment, "
+                "not_your_assignment, skipped, lease_expired; or bad fields"
+            ),
+        },
+    )
     def post(self, request: Request) -> Response:
         """Submit a ranking. Retrying returns the first ranking with 200 (never a second one)."""
         params = s.SubmitIn(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        try:
-            result = submit_ranking(
-                annotator=request.user,
-                assignment_id=data["assignment"],
-                tiers=data["tiers"],
-                all_bad=data["all_bad"],
-                flags=data.get("flags") or {},
-                time_spent_ms=data.get("time_spent_ms"),
-            )
-        except LabelingError as error:
-            return _refused(error)
+        result = submit_ranking(
+            annotator=request.user,
+            assignment_id=data["assignment"],
+            tiers=data["tiers"],
+            all_bad=data["all_bad"],
+            flags=data.get("flags") or {},
+            time_spent_ms=data.get("time_spent_ms"),
+        )
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(s.RankingOut(result.ranking).data, status=code)
 
@@ -146,11 +152,14 @@ class SubmitRankingView(APIView):
 class SkipView(APIView):
     permission_classes = [CanAnnotate]
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="Skipped")})
+    @extend_schema(
+        request=None,
+        responses={
+            200: s.SkipOut,
+            400: error_response("Refused: not_your_assignment (unknown, or leased to someone else)"),
+        },
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         """Pass on a task; it goes back to the pool for others."""
-        try:
-            assignment = skip_assignment(annotator=request.user, assignment_id=assignment_id)
-        except LabelingError as error:
-            return _refused(error)
-        return Response({"assignment": assignment.pk, "status": assignment.status})
+        assignment = skip_assignment(annotator=request.user, assignment_id=assignment_id)
+        return Response(s.SkipOut({"assignment": assignment.pk, "status": assignment.status}).data)

@@ -159,7 +159,8 @@ def test_a_submit_without_ranking_or_all_bad_gets_a_400(api):
     task = take(api, prompt_set)
     response = submit(api, {"assignment": task["assignment"]})
     assert response.status_code == 400
-    assert "ranking" in response.json()
+    assert response.json()["field"] == "ranking"
+    assert "Give a ranking of the shown rollouts" in response.json()["detail"]
 
 
 def test_all_bad_may_come_without_an_order(api):

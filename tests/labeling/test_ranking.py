@@ -75,6 +75,7 @@ def test_a_json_body_over_the_limit_is_refused_with_413_before_it_is_parsed(api,
     body = json.dumps({"assignment": 1, "ranking": list(range(1000))})
     response = api.post("/api/rankings/", body, content_type="application/json")
     assert response.status_code == 413
+    assert response.json()["code"] == "request_too_large"
     assert "limited to 1,000 bytes" in response.json()["detail"]
 
 
@@ -83,6 +84,7 @@ def test_a_json_body_nested_too_deeply_to_parse_is_a_400(api):
     body = '{"assignment": 1, "ranking": ' + "[" * 100_000 + "]" * 100_000 + "}"
     response = api.post("/api/rankings/", body, content_type="application/json")
     assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
     assert "nested too deeply" in response.json()["detail"]
 
 
@@ -111,7 +113,8 @@ def test_a_ranking_or_flags_of_the_wrong_json_type_is_a_400(api, body_change, fi
     task = take(api, prompt_set)
     response = api.post("/api/rankings/", {"assignment": task["assignment"], **body_change}, format="json")
     assert response.status_code == 400
-    assert field in response.json()
+    assert (response.json()["field"], response.json()["code"]) == (field, "invalid")
+    assert "Expected a JSON" in response.json()["detail"]
 
 
 def test_a_flag_reason_that_is_not_a_string_is_a_400(api):

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from labeling.models import PromptSet
 from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
 from training.services.export import AGGREGATIONS, ALL_BAD, FLAGGED, FORMATS, TIES
+from training.services.runs import validate_run_request
 from training.trainers.lengths import CONFIRM_SHARE, estimate_run_lengths
 
 _MAX_IDS = 1_000  # prompt sets or annotators named in one export: far above real use, far below a costly query
@@ -95,7 +96,13 @@ class DatasetExportOut(serializers.ModelSerializer):
 class RunIn(serializers.Serializer):
     kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
     dataset_version = serializers.PrimaryKeyRelatedField(queryset=DatasetVersion.objects.all())
-    base_model = serializers.CharField(required=False, allow_blank=True, default="")
+    base_model = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=TrainingRun._meta.get_field("base_model").max_length,
+        help_text="A local directory on the workers' machine, or a hub id; ignored with a parent model.",
+    )
     parent_model = serializers.PrimaryKeyRelatedField(
         queryset=ModelVersion.objects.all(), required=False, allow_null=True
     )
@@ -107,11 +114,22 @@ class RunIn(serializers.Serializer):
     )
 
     def validate(self, attrs: dict) -> dict:
-        """Refuse, before queueing, a run whose max_length would drop or truncate a large share of its pairs."""
+        """Refuse, before queueing, a run whose max_length would drop or truncate a large share of its pairs.
+
+        The service's own checks come first (a RunRejected propagates to the API's exception handler): the
+        estimate reads the model's files, which only a request the service accepts may point it at.
+        """
         version, parent_model = attrs["dataset_version"], attrs.get("parent_model")
+        config = validate_run_request(
+            kind=attrs["kind"],
+            dataset_version=version,
+            base_model=attrs["base_model"],
+            parent_model=parent_model,
+            config=attrs.get("config") or {},
+        )
         estimate = estimate_run_lengths(
             kind=attrs["kind"],
-            config=attrs.get("config") or {},
+            config=config,
             dataset_path=version.path,
             pairs={"train": version.n_train, "test": version.n_test},
             model_path=parent_model.path if parent_model else attrs.get("base_model", "").strip(),

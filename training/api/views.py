@@ -1,9 +1,13 @@
-"""Training API: export and download dataset versions, start/watch/cancel runs, list models (researchers)."""
+"""Training API: export and download dataset versions, start/watch/cancel runs, list models (researchers).
+
+The services' refusals (`ExportError`, `RunRejected`) are not caught here: the API's exception handler
+(webapp/api_errors.py) answers them in the one error shape, with the field at fault.
+"""
 
 from __future__ import annotations
 
 from django.http import FileResponse, Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -12,8 +16,9 @@ from rest_framework.response import Response
 from labeling.permissions import HasPermissions, ModelPermissions
 from training.api import serializers as s
 from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
-from training.services.export import ExportError, ExportOptions, dataset_file, request_export
-from training.services.runs import RunRejected, cancel_run, start_run
+from training.services.export import ExportOptions, dataset_file, request_export
+from training.services.runs import cancel_run, start_run
+from webapp.api_errors import error_response
 
 
 class ResearcherPermissions(ModelPermissions):
@@ -32,30 +37,34 @@ class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
     serializer_class = s.DatasetVersionOut
     queryset = DatasetVersion.objects.prefetch_related("prompt_sets").order_by("-created_at")
 
-    @extend_schema(request=s.ExportIn, responses={202: s.DatasetExportOut, 200: s.DatasetExportOut})
+    @extend_schema(
+        request=s.ExportIn,
+        responses={
+            202: OpenApiResponse(s.DatasetExportOut, description="Queued: poll the Location"),
+            200: OpenApiResponse(s.DatasetExportOut, description="The same selection and rules were exported before"),
+            400: error_response("Bad fields, unknown ids, or `export_rejected` (e.g. the selection has no rankings)"),
+        },
+    )
     def create(self, request: Request, *args, **kwargs) -> Response:
         """Queue an export (202, built by a worker: poll `/api/dataset-exports/{id}/`), or 200 with the finished
         export of the same selection and rules, whose `dataset_version` is ready."""
         params = s.ExportIn(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        try:
-            options = ExportOptions(
-                prompt_set_ids=tuple(data["prompt_sets"]),
-                since=data.get("since"),
-                until=data.get("until"),
-                annotator_ids=tuple(data["annotators"]),
-                ties=data["ties"],
-                all_bad=data["all_bad"],
-                flagged=data["flagged"],
-                aggregation=data["aggregation"],
-                format=data["format"],
-                test_fraction=data["test_fraction"],
-                seed=data["seed"],
-            )
-            requested = request_export(options=options, name=data["name"], created_by=request.user)
-        except ExportError as error:
-            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+        options = ExportOptions(
+            prompt_set_ids=tuple(data["prompt_sets"]),
+            since=data.get("since"),
+            until=data.get("until"),
+            annotator_ids=tuple(data["annotators"]),
+            ties=data["ties"],
+            all_bad=data["all_bad"],
+            flagged=data["flagged"],
+            aggregation=data["aggregation"],
+            format=data["format"],
+            test_fraction=data["test_fraction"],
+            seed=data["seed"],
+        )
+        requested = request_export(options=options, name=data["name"], created_by=request.user)
         body = s.DatasetExportOut(requested.export).data
         if requested.existing:
             return Response(body, status=status.HTTP_200_OK)
@@ -87,24 +96,27 @@ class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
     serializer_class = s.RunOut
     queryset = TrainingRun.objects.select_related("model_version").order_by("-created_at")
 
-    @extend_schema(request=s.RunIn, responses={201: s.RunOut})
+    @extend_schema(
+        request=s.RunIn,
+        responses={
+            201: s.RunOut,
+            400: error_response("Bad fields, or `run_rejected` with the field at fault (a config key, the model)"),
+        },
+    )
     def create(self, request: Request, *args, **kwargs) -> Response:
         """Start a run; a bad config is refused here with a 400 naming the field, never in a worker."""
         params = s.RunIn(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        try:
-            run = start_run(
-                kind=data["kind"],
-                dataset_version=data["dataset_version"],
-                config=data["config"],
-                base_model=data["base_model"],
-                parent_model=data.get("parent_model"),
-                created_by=request.user,
-                trigger="api",
-            )
-        except RunRejected as error:
-            return Response({error.field or "detail": [str(error)]}, status=status.HTTP_400_BAD_REQUEST)
+        run = start_run(
+            kind=data["kind"],
+            dataset_version=data["dataset_version"],
+            config=data["config"],
+            base_model=data["base_model"],
+            parent_model=data.get("parent_model"),
+            created_by=request.user,
+            trigger="api",
+        )
         return Response(s.RunOut(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: s.RunOut})

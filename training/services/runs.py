@@ -7,13 +7,15 @@ run backwards (e.g. a redelivered task finds the run no longer QUEUED and does n
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
 import time
 import traceback
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -41,12 +43,31 @@ def _now() -> datetime:
     return timezone.now()
 
 
+#: TrainingRun.base_model's max_length: a longer name is refused here, not by the database with a 500.
+_BASE_MODEL_CHARS = 500
+# A hub id as the hub accepts one: an optional namespace and a name, each 1 to 96 of these characters. Anything
+# else that does not look like a local path would only fail in the worker, after the queue.
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9_.\-]{1,96}/)?[A-Za-z0-9_.\-]{1,96}")
+# Keys of a transformers config.json that hold the most positions a model embeds (GPT-2 writes n_positions).
+_POSITION_KEYS = ("max_position_embeddings", "n_positions")
+
+
 def validate_run_request(
     *, kind: str, dataset_version: DatasetVersion, base_model: str, parent_model: ModelVersion | None, config: dict
 ) -> dict:
-    """Check everything a worker would trip on, and return the normalised config dict."""
+    """Check everything a worker would trip on, and return the normalised config dict.
+
+    When the starting model is a local directory, max_length is checked against the positions its config.json
+    declares: a longer sequence would index past the position embeddings in the worker. A max_length the request
+    did not set is lowered to those positions (and recorded in the run's config); one it did set is refused.
+    """
     if kind not in TrainingRun.Kind.values:
         raise RunRejected(f"Unknown run kind {kind!r}; choose one of {TrainingRun.Kind.values}.", field="kind")
+    if len(base_model) > _BASE_MODEL_CHARS:
+        raise RunRejected(
+            f"The base model name is {len(base_model):,} characters; at most {_BASE_MODEL_CHARS} are accepted.",
+            field="base_model",
+        )
     try:
         normalised = RUN_CONFIGS[kind].from_dict(config or {}).to_dict()
     except ConfigError as error:
@@ -57,8 +78,10 @@ def validate_run_request(
         raise RunRejected(
             f"{parent_model} is a {parent_model.kind} model; DPO starts from a policy.", field="parent_model"
         )
-    if base_model and parent_model is None and _looks_local(base_model) and not Path(base_model).exists():
-        raise RunRejected(f"Base model path {base_model} does not exist on this machine.", field="base_model")
+    if base_model and parent_model is None:
+        _check_base_model(base_model)
+    starting_model = parent_model.path if parent_model is not None else base_model
+    _check_max_length(normalised, given="max_length" in (config or {}), model=starting_model)
     if dataset_version.n_train == 0:
         raise RunRejected(f"{dataset_version} has no training pairs.", field="dataset_version")
     if normalised.get("eval", True) and dataset_version.n_test == 0:
@@ -70,6 +93,68 @@ def validate_run_request(
 
 def _looks_local(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def _check_base_model(base_model: str) -> None:
+    """A local path must exist here; anything else must be shaped like a hub id."""
+    if _looks_local(base_model):
+        try:
+            exists = Path(base_model).exists()
+        except OSError as error:  # a name longer than the file system takes (ENAMETOOLONG), ...
+            raise RunRejected(
+                f"Base model path {base_model[:80]!r} is not a usable path: {error.strerror}.", field="base_model"
+            ) from None
+        if not exists:
+            raise RunRejected(f"Base model path {base_model} does not exist on this machine.", field="base_model")
+    elif not _HUB_ID.fullmatch(base_model):
+        raise RunRejected(
+            f"Base model {base_model[:80]!r} is neither a local path (starting with /, . or ~) nor a hub id "
+            "(name or namespace/name, each up to 96 letters, digits, '-', '_' or '.').",
+            field="base_model",
+        )
+
+
+def model_positions(model: str) -> tuple[int, str] | None:
+    """The most positions a local model embeds, and the config.json key that says so; None when unknown here.
+
+    Only a directory on this machine is read (a hub id is never fetched from the web process).
+    """
+    try:
+        config_file = Path(model).expanduser() / "config.json"
+        model_config: Any = json.loads(config_file.read_text()) if config_file.is_file() else None
+    except (OSError, ValueError):  # unreadable or not JSON: the worker's loader will say why
+        return None
+    if not isinstance(model_config, dict):
+        return None
+    # Multimodal configs keep the language model's limits in text_config.
+    for section in (model_config, model_config.get("text_config")):
+        if not isinstance(section, dict):
+            continue
+        for key in _POSITION_KEYS:
+            value = section.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value, key
+    return None
+
+
+def _check_max_length(normalised: dict, *, given: bool, model: str) -> None:
+    """Refuse a max_length past the model's positions; lower the default to them (see validate_run_request)."""
+    found = model_positions(model) if model else None
+    if found is None:
+        return
+    positions, key = found
+    max_length = normalised["max_length"]
+    if max_length is not None and max_length <= positions:
+        return
+    if not given:
+        normalised["max_length"] = positions
+        return
+    asked = "null (no limit)" if max_length is None else f"{max_length:,}"
+    raise RunRejected(
+        f"max_length {asked} is more than {model} takes: its config.json says {key} = {positions:,}. "
+        f"Set max_length to {positions:,} or less.",
+        field="max_length",
+    )
 
 
 def start_run(

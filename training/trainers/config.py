@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
@@ -40,6 +41,25 @@ DPO_LOSS_TYPES: tuple[str, ...] = (
 )
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
+# Upper bounds, far above any sensible run but low enough that a typo (10**30) is refused here rather than
+# allocating, looping or overflowing in a worker hours later.
+#: AdamW diverges at once above a step size of 1.
+MAX_LEARNING_RATE = 1.0
+MAX_EPOCHS = 1_000.0
+MAX_STEPS = 10_000_000
+#: Pairs per forward pass (or passes per step): beyond this no accelerator holds the activations.
+MAX_BATCH = 4_096
+#: Tokens per sequence: 2**20, above any model's context window.
+MAX_SEQUENCE_LENGTH = 1_048_576
+#: numpy's seeds (transformers' set_seed seeds numpy) are 32-bit.
+MAX_SEED = 2**32 - 1
+#: beta, sft_weight, center_rewards_coefficient: a loss weight a hundred times the loss is a typo.
+MAX_LOSS_WEIGHT = 100.0
+MAX_LORA_RANK = 4_096
+MAX_LORA_ALPHA = 100_000.0
+MAX_LORA_MODULES = 256
+MAX_MODULE_NAME_CHARS = 200
+
 
 class ConfigError(ValueError):
     """A run configuration is invalid; `field` names the offending key (None when the problem spans keys)."""
@@ -57,38 +77,44 @@ def _help(text: str) -> dict[str, str]:
 class _RunConfig:
     """Fields shared by every trainer; subclasses add their own and may change defaults."""
 
-    learning_rate: float = field(default=1e-5, metadata=_help("Peak AdamW learning rate (> 0)."))
+    learning_rate: float = field(default=1e-5, metadata=_help("Peak AdamW learning rate, in (0, 1]."))
     num_train_epochs: float = field(
-        default=1.0, metadata=_help("Passes over the train split (> 0). Ignored when max_steps is set.")
+        default=1.0, metadata=_help("Passes over the train split, in (0, 1000]. Ignored when max_steps is set.")
     )
     max_steps: int | None = field(
-        default=None, metadata=_help("If set (>= 1), train exactly this many optimizer steps, overriding epochs.")
+        default=None,
+        metadata=_help("If set (1 to 10,000,000), train exactly this many optimizer steps, overriding epochs."),
     )
     per_device_batch_size: int = field(
-        default=8, metadata=_help("Preference pairs per forward pass (train and evaluation), >= 1.")
+        default=8, metadata=_help("Preference pairs per forward pass (train and evaluation), 1 to 4,096.")
     )
     gradient_accumulation_steps: int = field(
-        default=1, metadata=_help("Forward passes per optimizer step (>= 1); effective batch = this x batch size.")
+        default=1,
+        metadata=_help("Forward passes per optimizer step (1 to 4,096); effective batch = this x batch size."),
     )
     max_length: int | None = field(
         default=1024,
         metadata=_help(
-            "Token limit per prompt+completion sequence, EOS included (>= 8), or None for no limit. Reward runs "
+            "Token limit per prompt+completion sequence, EOS included (8 to 1,048,576), or None for no limit. "
+            "When the starting model is a local directory it is at most the model's positions (its config.json); "
+            "left unset, it is then the lower of 1024 and those positions. Reward runs "
             "drop every pair whose chosen or rejected sequence is longer. DPO runs truncate a longer sequence "
             "from its end: the completion loses its last tokens and the prompt is kept whole; a pair whose prompt "
             "alone reaches the limit is dropped. The run form estimates the share affected before queueing; the "
             "run page shows the counts."
         ),
     )
-    seed: int = field(default=42, metadata=_help("Random seed for initialisation and data order (>= 0)."))
-    logging_steps: int = field(default=10, metadata=_help("Report loss and metrics every this many steps (>= 1)."))
+    seed: int = field(default=42, metadata=_help("Random seed for initialisation and data order (0 to 4,294,967,295)."))
+    logging_steps: int = field(
+        default=10, metadata=_help("Report loss and metrics every this many steps (1 to 10,000,000).")
+    )
     eval: bool = field(
         default=True,
         metadata=_help("Measure held-out (test split) metrics before and after training."),
     )
     eval_steps: int | None = field(
         default=None,
-        metadata=_help("If set (>= 1), also run TRL's evaluation on the test split every this many steps."),
+        metadata=_help("If set (1 to 10,000,000), also run TRL's evaluation on the test split every this many steps."),
     )
     bf16: bool | None = field(
         default=None,
@@ -104,16 +130,16 @@ class _RunConfig:
     )
 
     def __post_init__(self) -> None:
-        self.learning_rate = _positive_float(self, "learning_rate")
-        self.num_train_epochs = _positive_float(self, "num_train_epochs")
-        self.max_steps = _int_at_least(self, "max_steps", 1, optional=True)
-        self.per_device_batch_size = _int_at_least(self, "per_device_batch_size", 1)
-        self.gradient_accumulation_steps = _int_at_least(self, "gradient_accumulation_steps", 1)
-        self.max_length = _int_at_least(self, "max_length", 8, optional=True)
-        self.seed = _int_at_least(self, "seed", 0)
-        self.logging_steps = _int_at_least(self, "logging_steps", 1)
+        self.learning_rate = _positive_float(self, "learning_rate", high=MAX_LEARNING_RATE)
+        self.num_train_epochs = _positive_float(self, "num_train_epochs", high=MAX_EPOCHS)
+        self.max_steps = _int_at_least(self, "max_steps", 1, maximum=MAX_STEPS, optional=True)
+        self.per_device_batch_size = _int_at_least(self, "per_device_batch_size", 1, maximum=MAX_BATCH)
+        self.gradient_accumulation_steps = _int_at_least(self, "gradient_accumulation_steps", 1, maximum=MAX_BATCH)
+        self.max_length = _int_at_least(self, "max_length", 8, maximum=MAX_SEQUENCE_LENGTH, optional=True)
+        self.seed = _int_at_least(self, "seed", 0, maximum=MAX_SEED)
+        self.logging_steps = _int_at_least(self, "logging_steps", 1, maximum=MAX_STEPS)
         _require_bool(self, "eval")
-        self.eval_steps = _int_at_least(self, "eval_steps", 1, optional=True)
+        self.eval_steps = _int_at_least(self, "eval_steps", 1, maximum=MAX_STEPS, optional=True)
         _require_bool(self, "bf16", optional=True)
         _require_bool(self, "gradient_checkpointing")
         _require_choice(self, "device", DEVICES)
@@ -148,18 +174,20 @@ class _RunConfig:
 class RewardRunConfig(_RunConfig):
     """Bradley-Terry reward-model training (TRL `RewardTrainer`). Defaults follow TRL's `RewardConfig`."""
 
-    learning_rate: float = field(default=1e-4, metadata=_help("Peak AdamW learning rate (> 0). TRL's default."))
+    learning_rate: float = field(default=1e-4, metadata=_help("Peak AdamW learning rate, in (0, 1]. TRL's default."))
     center_rewards_coefficient: float | None = field(
         default=None,
         metadata=_help(
-            "If set (>= 0), penalise the squared mean reward so scores stay centred on zero; 0.01 is typical."
+            "If set (0 to 100), penalise the squared mean reward so scores stay centred on zero; 0.01 is typical."
         ),
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.center_rewards_coefficient is not None:
-            self.center_rewards_coefficient = _float_in(self, "center_rewards_coefficient", low=0.0)
+            self.center_rewards_coefficient = _float_in(
+                self, "center_rewards_coefficient", low=0.0, high=MAX_LOSS_WEIGHT
+            )
 
 
 @dataclass
@@ -168,11 +196,11 @@ class DPORunConfig(_RunConfig):
 
     learning_rate: float = field(
         default=1e-6,
-        metadata=_help("Peak AdamW learning rate (> 0). TRL's default for full fine-tuning; use ~1e-5 with LoRA."),
+        metadata=_help("Peak AdamW learning rate, in (0, 1]. TRL's default for full fine-tuning; use ~1e-5 with LoRA."),
     )
     beta: float = field(
         default=0.1,
-        metadata=_help("Strength of the pull towards the reference model (> 0); higher stays closer to it."),
+        metadata=_help("Strength of the pull towards the reference model, in (0, 100]; higher stays closer to it."),
     )
     loss_type: str = field(
         default="sigmoid",
@@ -181,7 +209,7 @@ class DPORunConfig(_RunConfig):
     sft_weight: float = field(
         default=0.0,
         metadata=_help(
-            "Weight (>= 0) of an NLL term on the chosen answers added to the DPO loss (RPO). It stops DPO from "
+            "Weight (0 to 100) of an NLL term on the chosen answers added to the DPO loss (RPO). It stops DPO from "
             "pushing probability off both answers at once, which degrades small policies; 0 is pure DPO."
         ),
     )
@@ -189,22 +217,27 @@ class DPORunConfig(_RunConfig):
         default=False,
         metadata=_help("Train a LoRA adapter instead of all weights; the reference is then the adapter-free base."),
     )
-    lora_r: int = field(default=16, metadata=_help("LoRA rank (>= 1)."))
-    lora_alpha: float = field(default=32.0, metadata=_help("LoRA scaling numerator (> 0); the scale is alpha / r."))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank, 1 to 4,096."))
+    lora_alpha: float = field(
+        default=32.0, metadata=_help("LoRA scaling numerator, in (0, 100000]; the scale is alpha / r.")
+    )
     lora_dropout: float = field(default=0.05, metadata=_help("Dropout on the LoRA input, in [0, 1)."))
     lora_target_modules: list[str] | None = field(
         default=None,
-        metadata=_help("Module names to adapt; None means every linear layer except the output head ('all-linear')."),
+        metadata=_help(
+            "Module names to adapt (up to 256, each letters, digits, '_', '.' or '-'); None means every linear layer "
+            "except the output head ('all-linear')."
+        ),
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.beta = _positive_float(self, "beta")
+        self.beta = _positive_float(self, "beta", high=MAX_LOSS_WEIGHT)
         _require_choice(self, "loss_type", DPO_LOSS_TYPES)
-        self.sft_weight = _float_in(self, "sft_weight", low=0.0)
+        self.sft_weight = _float_in(self, "sft_weight", low=0.0, high=MAX_LOSS_WEIGHT)
         _require_bool(self, "lora")
-        self.lora_r = _int_at_least(self, "lora_r", 1)
-        self.lora_alpha = _positive_float(self, "lora_alpha")
+        self.lora_r = _int_at_least(self, "lora_r", 1, maximum=MAX_LORA_RANK)
+        self.lora_alpha = _positive_float(self, "lora_alpha", high=MAX_LORA_ALPHA)
         self.lora_dropout = _float_in(self, "lora_dropout", low=0.0, high=1.0, high_inclusive=False)
         modules = self.lora_target_modules
         if modules is not None:
@@ -220,6 +253,16 @@ class DPORunConfig(_RunConfig):
                     f"got {modules!r}.",
                     field="lora_target_modules",
                 )
+            # Module names are Python attribute paths; anything else (a NUL, which Postgres' JSON refuses, a
+            # megabyte of text) is a mistake to report here, not in PEFT or the database.
+            bad = [name for name in modules if not _MODULE_NAME.fullmatch(name)]
+            if len(modules) > MAX_LORA_MODULES or bad:
+                shown = repr(bad[0][:40]) if bad else f"{len(modules)} names"
+                raise ConfigError(
+                    f"{type(self).__name__}.lora_target_modules must be at most {MAX_LORA_MODULES} module names of "
+                    f"1 to {MAX_MODULE_NAME_CHARS} letters, digits, '_', '.' or '-', got {shown}.",
+                    field="lora_target_modules",
+                )
             self.lora_target_modules = list(modules)
 
 
@@ -230,9 +273,18 @@ RUN_CONFIGS: dict[str, type[_RunConfig]] = {"reward": RewardRunConfig, "dpo": DP
 # --- validation helpers: each returns the normalised value or raises ConfigError naming the field -------------------
 
 
+_MODULE_NAME = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_MODULE_NAME_CHARS}}}")
+
+
 def _fail(config: _RunConfig, name: str, expectation: str) -> ConfigError:
     value = getattr(config, name)
-    return ConfigError(f"{type(config).__name__}.{name} must be {expectation}, got {value!r}.", field=name)
+    try:
+        shown = repr(value)
+    except ValueError:  # an int over Python's 4,300-digit conversion limit
+        shown = "an integer too long to print"
+    if len(shown) > 60:  # 10**1000 or a long string: the message names the field, not the whole value
+        shown = f"{shown[:40]}… ({len(shown):,} characters)"
+    return ConfigError(f"{type(config).__name__}.{name} must be {expectation}, got {shown}.", field=name)
 
 
 def _is_number(value: Any) -> bool:
@@ -240,10 +292,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _positive_float(config: _RunConfig, name: str) -> float:
+def _positive_float(config: _RunConfig, name: str, *, high: float) -> float:
     value = getattr(config, name)
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
-        raise _fail(config, name, "a finite number > 0")
+    if not _is_number(value) or not math.isfinite(value) or value <= 0 or value > high:
+        raise _fail(config, name, f"a finite number > 0 and <= {high:g}")
     return float(value)
 
 
@@ -264,22 +316,27 @@ def _float_in(
 
 
 @overload
-def _int_at_least(config: _RunConfig, name: str, minimum: int, *, optional: Literal[False] = False) -> int: ...
+def _int_at_least(
+    config: _RunConfig, name: str, minimum: int, *, maximum: int, optional: Literal[False] = False
+) -> int: ...
 
 
 @overload
-def _int_at_least(config: _RunConfig, name: str, minimum: int, *, optional: Literal[True]) -> int | None: ...
+def _int_at_least(
+    config: _RunConfig, name: str, minimum: int, *, maximum: int, optional: Literal[True]
+) -> int | None: ...
 
 
-def _int_at_least(config: _RunConfig, name: str, minimum: int, *, optional: bool = False) -> int | None:
+def _int_at_least(config: _RunConfig, name: str, minimum: int, *, maximum: int, optional: bool = False) -> int | None:
     value = getattr(config, name)
     if value is None and optional:
         return None
     # JSON has one number type: accept 3.0 for 3, but not 3.5.
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not _is_number(value) or not isinstance(value, int) or value < minimum:
-        raise _fail(config, name, f"an integer >= {minimum}" + (" or null" if optional else ""))
+    if not _is_number(value) or not isinstance(value, int) or not minimum <= value <= maximum:
+        expectation = f"an integer >= {minimum} and <= {maximum:,}" + (" or null" if optional else "")
+        raise _fail(config, name, expectation)
     return value
 
 

@@ -93,6 +93,31 @@ def test_a_missing_local_base_model_is_refused_on_its_input(staff_client, tmp_pa
     assert not TrainingRun.objects.exists()
 
 
+def test_a_max_length_past_the_local_models_positions_is_refused_on_its_input(staff_client, tmp_path):
+    """The form's 1024 on a 512-position model is refused on the max_length input, naming the model's limit."""
+    model = tmp_path / "tiny"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "gpt2", "n_positions": 512}')
+    data = run_form(make_version(), kind="reward", config_kind="reward", base_model=str(model), max_length="1024")
+    data.pop("beta")
+    response = staff_client.post(reverse(RUN_ADD_URL), data)
+    assert response.status_code == 400
+    assert "n_positions = 512" in " ".join(response.context["form"].errors["max_length"])
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("base_model", "m" * 300), ("advanced_config", "[" * 100_000), ("per_device_batch_size", "5000")],
+)
+def test_inputs_no_worker_could_use_are_form_errors_not_500s(staff_client, field, value):
+    """A name no file system takes, JSON nested past the parser's depth, a batch over its bound: each on its input."""
+    response = staff_client.post(reverse(RUN_ADD_URL), run_form(make_version(), **{field: value}))
+    assert response.status_code == 400
+    assert response.context["form"].errors[field]
+    assert not TrainingRun.objects.exists()
+
+
 def test_a_valid_form_queues_a_run_with_the_merged_config(staff_client, admin_user):
     """Inputs plus advanced JSON become the run's validated config; the browser lands on the run page."""
     version = make_version()
