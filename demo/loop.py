@@ -135,7 +135,10 @@ def rank_through_api(prompt_set: PromptSet, users: list, *, noise: float, rng: r
             if response.status_code != 200:
                 raise RuntimeError(f"next task refused: {response.status_code} {response.content!r}")
             task = response.json()
-            scored = sorted(task["rollouts"], key=lambda r: -(taste(r["text"]) + rng.gauss(0, noise)))
+            # Noise drawn in rollout-id order, not display order: the queue shuffles what it shows (unseeded, as it
+            # must be for real annotators), and the same seed must give the same rankings.
+            noisy = {r["id"]: taste(r["text"]) + rng.gauss(0, noise) for r in sorted(task["rollouts"], key=_by_id)}
+            scored = sorted(task["rollouts"], key=lambda r: -noisy[r["id"]])
             result = client.post(
                 "/api/rankings/",
                 {
@@ -149,6 +152,10 @@ def rank_through_api(prompt_set: PromptSet, users: list, *, noise: float, rng: r
                 raise RuntimeError(f"submit refused: {result.status_code} {result.content!r}")
             submitted += 1
     return submitted
+
+
+def _by_id(rollout: dict) -> int:
+    return rollout["id"]
 
 
 def mean_taste(texts: list[str]) -> float:

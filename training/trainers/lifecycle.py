@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from datasets import Dataset, DatasetDict
+from transformers import set_seed
 
 from ._runtime import RunClock, build_result, release_memory, require_test_split, resolve_device, summary_metrics
 from .config import _RunConfig
@@ -73,6 +74,9 @@ def run_preference_training(
     splits = load_preference_splits(dataset_path)
     require_test_split(config, len(splits["test"]), dataset_path)
     needs_test = config.eval or config.eval_steps is not None
+    # Before the model loads: a reward model's fresh score head (and dropout) draw from the global generators,
+    # which TRL only seeds later, inside the Trainer; unseeded, two runs of one seed started from different heads.
+    set_seed(config.seed)
     trainer = recipe.setup(
         train_dataset=splits["train"],
         eval_dataset=splits["test"] if needs_test else None,

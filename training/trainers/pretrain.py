@@ -25,6 +25,7 @@ def pretrain_causal_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = Path(model_dir)
+    torch.manual_seed(seed)  # dropout draws from the global generator: unseeded, two runs of one seed differed
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     model.train()
