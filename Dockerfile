@@ -1,13 +1,15 @@
 # One image for web, workers and beat. Torch is installed first and pinned so the resolver never
 # swaps it; on x86-64 Linux this build carries CUDA, which the gpu worker uses and the others ignore.
 FROM python:3.11-slim
-ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
+# DEBUG off: a container refuses to start unless DJANGO_SECRET_KEY is given at run time (never baked in here).
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 DJANGO_DEBUG=0
 WORKDIR /app
 ARG TORCH_SPEC="torch==2.13.0"
 RUN pip install --no-cache-dir "$TORCH_SPEC"
 COPY requirements.txt constraints.txt ./
 RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt
 COPY . .
-RUN DJANGO_SECRET_KEY=build python manage.py collectstatic --noinput -v0
+# A throw-away key for this one build step only (collectstatic signs nothing).
+RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v0
 EXPOSE 8000
 CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]

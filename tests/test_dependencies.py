@@ -88,6 +88,8 @@ LOADED_INDIRECTLY = {
     "psycopg": "Django's PostgreSQL backend driver",
     "accelerate": "required by transformers' Trainer at run time",
     "tokenizers": "the fast tokenizers transformers loads",
+    "django-csp": "the Content-Security-Policy middleware, named in settings.MIDDLEWARE",
+    "drf-spectacular-sidecar": "Swagger UI's static files, named in settings.INSTALLED_APPS and SPECTACULAR_SETTINGS",
 }
 
 

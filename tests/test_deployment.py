@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,18 +14,30 @@ import pytest
 from webapp.env import database_from_url
 
 ROOT = Path(__file__).resolve().parents[1]
+SECRET_KEY = "a-deployment-key-for-the-compose-file-check-only-0123456789"
+
+
+def _compose_command() -> list[str]:
+    # An empty env file instead of a developer's .env: the test decides every variable (compose wants a real file).
+    empty_env = Path(tempfile.gettempdir()) / "prefloop-compose-test.env"
+    empty_env.write_text("")
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose", "--env-file", str(empty_env), "config", "--format", "json"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose", "--env-file", str(empty_env), "config"]
+    pytest.fail("no compose CLI: scripts/system-deps installs one")
+
+
+def _run_compose_config(environment: dict[str, str]) -> subprocess.CompletedProcess:
+    """`compose config` with exactly these DJANGO_* variables (a local .env file is ignored)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DJANGO_")} | environment
+    return subprocess.run(_compose_command(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
 def compose_config() -> dict:
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        command = ["docker", "compose", "config", "--format", "json"]
-    elif shutil.which("docker-compose"):
-        command = ["docker-compose", "config"]
-    else:
-        pytest.fail("no compose CLI: scripts/system-deps installs one")
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = _run_compose_config({"DJANGO_SECRET_KEY": SECRET_KEY})
     assert result.returncode == 0, result.stderr
-    if command[-1] == "json":
+    if result.args[-1] == "json":
         return json.loads(result.stdout)
     import yaml
 
@@ -57,3 +71,18 @@ def test_app_services_are_configured_only_by_environment_and_the_urls_parse():
             "postgres",
             "prefloop",
         )
+
+
+def test_compose_refuses_to_start_without_a_secret_key():
+    """No `change-me` default any more: an unset DJANGO_SECRET_KEY stops compose with a message naming it."""
+    result = _run_compose_config({})
+    assert result.returncode != 0
+    assert "set DJANGO_SECRET_KEY to a long random value" in result.stderr
+
+
+def test_app_services_run_with_debug_off_and_the_given_key():
+    """Every app container is production-shaped: DEBUG off, so the settings insist on the key passed in."""
+    services = compose_config()["services"]
+    for name in ("web", "worker-cpu", "worker-gpu", "beat"):
+        env = services[name]["environment"]
+        assert (env["DJANGO_DEBUG"], env["DJANGO_SECRET_KEY"]) == ("0", SECRET_KEY)

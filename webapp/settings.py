@@ -1,4 +1,5 @@
-"""PrefLoop settings: one module, every value from the environment with a safe local default.
+"""PrefLoop settings: one module, every value from the environment with a safe local default, but for
+DJANGO_SECRET_KEY, which a process with DEBUG off refuses to start without.
 
 The defaults are the embedded setup (SQLite + a file-system Celery broker, no servers needed);
 docker-compose and the test command point DATABASE_URL / CELERY_BROKER_URL at Postgres and Redis.
@@ -6,14 +7,56 @@ docker-compose and the test command point DATABASE_URL / CELERY_BROKER_URL at Po
 
 from __future__ import annotations
 
-from .env import BASE_DIR, database_from_url, env_bool, env_int, env_list, env_str
+from .env import (
+    BASE_DIR,
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    proxy_ssl_header,
+    secret_key,
+)
 
 VAR_DIR = BASE_DIR / env_str("PREFLOOP_VAR_DIR", "var")
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# Required when DEBUG is off: the process refuses to start without it (webapp.env.secret_key).
+SECRET_KEY = secret_key(debug=DEBUG)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# --- HTTPS deployments ---
+# All off by default so `make run` and compose work over plain http on localhost; a deployment behind HTTPS turns
+# them on (README, "Production settings"), and `manage.py check --deploy` is then clean.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Behind a TLS-terminating proxy, the header it sets to say the client used HTTPS, e.g. `X-Forwarded-Proto: https`.
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header("DJANGO_SECURE_PROXY_SSL_HEADER")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+# Browsers remember HSTS for this long: start small (e.g. 3600) and raise it to a year once HTTPS is known good.
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+
+# --- Content-Security-Policy (django-csp) ---
+# Every script and stylesheet is a static file of this app (htmx vendored, Swagger UI from drf-spectacular-sidecar),
+# so nothing inline and nothing from another origin is allowed. The pages keep to it: no inline <script>/<style>,
+# no style= attributes, htmx told not to inject its indicator <style> (htmx-config meta). data: images are Swagger
+# UI's CSS icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -25,6 +68,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from our static files (works offline)
+    "csp",
     "django_htmx",
     "django_celery_results",
     "django_celery_beat",
@@ -43,6 +88,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -128,6 +174,13 @@ SPECTACULAR_SETTINGS = {
         "RunKindEnum": "training.models.TrainingRun.Kind",
         "ModelKindEnum": "training.models.ModelVersion.Kind",
     },
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files, not a CDN: the docs work offline and
+    # under the CSP above.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No validator badge: it would load an image from validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # --- labeling ---
@@ -149,13 +202,33 @@ PREFLOOP_DEFAULT_BASE_MODEL = env_str("PREFLOOP_DEFAULT_BASE_MODEL", "")
 
 # --- Celery ---
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+# The web process publishes inside requests (start a run, export): with the broker down or mute, a publish must
+# fail within seconds, so the run is marked FAILED and the response says so, instead of the request blocking on
+# kombu's defaults (retrying a connection for 4-6 s, twice, and Redis sockets with no timeout at all).
+# Each connection attempt gets PREFLOOP_BROKER_TIMEOUT seconds; a publish and a worker ping retry once, at once
+# (a pooled connection the broker dropped is replaced by that retry). Workers keep Celery's own patient
+# reconnection loop (broker_connection_max_retries): they are not in anyone's request.
+PREFLOOP_BROKER_TIMEOUT = env_float("PREFLOOP_BROKER_TIMEOUT", 2.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = PREFLOOP_BROKER_TIMEOUT
+_BROKER_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_TASK_PUBLISH_RETRY_POLICY = dict(_BROKER_RETRY)
+# kombu reads these for every new connection (Connection.default_channel): the same single quick retry.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = dict(_BROKER_RETRY)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # redis-py waits forever by default, also for the reply of a broker that accepted the connection and went
+    # mute. Redis answers in milliseconds; a worker's BRPOP returns every second (brpop_timeout) and kombu reads
+    # it only once the socket is readable, so the read timeout never cuts a healthy poll short.
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {
+        "socket_connect_timeout": PREFLOOP_BROKER_TIMEOUT,
+        "socket_timeout": PREFLOOP_BROKER_TIMEOUT,
+    }
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's file-system broker (the embedded default) needs its folders to exist before use;
     # the control folder lets `inspect` reach workers, which queue routing relies on.
     _broker = VAR_DIR / "broker"
     for _name in ("in", "processed", "control"):
         (_broker / _name).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {
         "data_folder_in": str(_broker / "in"),
         "data_folder_out": str(_broker / "in"),
         "processed_folder": str(_broker / "processed"),

@@ -17,7 +17,9 @@ from labeling.models import Prompt, Rollout
 from labeling.services.importing import import_file
 from tests.factories import AnnotatorFactory, PromptSetFactory
 
-pytestmark = [pytest.mark.e2e]
+# The page's Content-Security-Policy would block an escaped-wrongly payload too (tests/e2e/test_csp.py); here it is
+# bypassed so that escaping alone is under test and the negative controls can run.
+pytestmark = [pytest.mark.e2e, pytest.mark.browser_context_args(bypass_csp=True)]
 
 
 def script(n: int) -> str:

@@ -119,7 +119,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
                 except RunRejected as error:
                     form.add_rejection(error)
                 else:
-                    self.message_user(request, f"{run} queued on '{run.queue}'.", messages.SUCCESS)
+                    # `run` is re-read after the send: a broker that refused it has already failed it.
+                    if run.status == TrainingRun.Status.FAILED:
+                        self.message_user(request, f"{run} could not be queued: {run.error}", messages.ERROR)
+                    else:
+                        self.message_user(request, f"{run} queued on '{run.queue}'.", messages.SUCCESS)
                     if form.length_estimate and form.length_estimate.affected:
                         self.message_user(request, form.length_estimate.describe(), messages.WARNING)
                     return HttpResponseRedirect(reverse("admin:training_trainingrun_live", args=[run.pk]))

@@ -3,7 +3,9 @@
 Messages go out by task *name* (`send_task`), so no service imports `training.tasks`: the tasks import the
 services, never the other way round, and the worker that consumes a message is the one with the task code
 loaded. A run is sent only once the transaction that created it commits (a worker must find its row), and a
-send the broker refuses fails the run at once instead of leaving it QUEUED for ever.
+send the broker refuses fails the run at once instead of leaving it QUEUED for ever. After the send the caller's
+object is re-read, so what a view answers is the run's real state (FAILED with the reason), not the QUEUED row it
+built before the send. How long a send may take with the broker down is bounded in settings (CELERY_* timeouts).
 """
 
 from __future__ import annotations
@@ -60,24 +62,33 @@ def choose_queue(*, timeout: float = 1.0, cache_seconds: float = 30.0) -> QueueC
 
 
 def send_training_run_on_commit(run: TrainingRun) -> None:
-    """Send the run to its queue when the current transaction commits; record the Celery task id."""
-    transaction.on_commit(lambda: _send_training_run(run.pk, run.queue))
+    """Send the run to its queue when the current transaction commits; record the Celery task id.
+
+    `run` is refreshed from the database after the send (at once outside a transaction, else on commit).
+    """
+    transaction.on_commit(lambda: _send_training_run(run))
 
 
 def send_generation_run_on_commit(run: GenerationRun) -> None:
-    """Send the generation run to its queue when the current transaction commits."""
-    transaction.on_commit(lambda: _send(EXECUTE_GENERATION, GenerationRun, run.pk, run.queue))
+    """Send the generation run to its queue when the current transaction commits; then refresh `run`."""
+    transaction.on_commit(lambda: _send_generation_run(run))
 
 
 def send_export_on_commit(export: DatasetExport) -> None:
-    """Send a dataset export to the cpu queue when the current transaction commits."""
-    transaction.on_commit(lambda: _send_export(export.pk))
+    """Send a dataset export to the cpu queue when the current transaction commits; then refresh `export`."""
+    transaction.on_commit(lambda: _send_export(export))
 
 
-def _send_export(export_id: int) -> None:
-    task_id = _send(EXECUTE_EXPORT, DatasetExport, export_id, EXPORT_QUEUE)
+def _send_export(export: DatasetExport) -> None:
+    task_id = _send(EXECUTE_EXPORT, DatasetExport, export.pk, EXPORT_QUEUE)
     if task_id is not None:
-        DatasetExport.objects.filter(pk=export_id).update(celery_task_id=task_id)
+        DatasetExport.objects.filter(pk=export.pk).update(celery_task_id=task_id)
+    export.refresh_from_db()
+
+
+def _send_generation_run(run: GenerationRun) -> None:
+    _send(EXECUTE_GENERATION, GenerationRun, run.pk, run.queue)
+    run.refresh_from_db()
 
 
 def revoke(task_id: str) -> None:
@@ -85,10 +96,11 @@ def revoke(task_id: str) -> None:
     app.control.revoke(task_id)
 
 
-def _send_training_run(run_id: int, queue: str) -> None:
-    task_id = _send(EXECUTE_RUN, TrainingRun, run_id, queue)
+def _send_training_run(run: TrainingRun) -> None:
+    task_id = _send(EXECUTE_RUN, TrainingRun, run.pk, run.queue)
     if task_id is not None:
-        TrainingRun.objects.filter(pk=run_id).update(celery_task_id=task_id)
+        TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=task_id)
+    run.refresh_from_db()
 
 
 def _send(
