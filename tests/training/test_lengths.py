@@ -24,6 +24,7 @@ from training.trainers.lengths import (
     CHARACTERS,
     DROPPED,
     KEPT,
+    MESSAGE_TEXT,
     TOKENIZER,
     TRUNCATED,
     count_split,
@@ -250,15 +251,21 @@ def test_the_estimate_with_the_models_tokenizer_matches_the_trainers_counts(
 
 
 @pytest.mark.parametrize("kind", ["reward", "dpo"])
-def test_the_estimate_renders_chat_prompts_as_trl_does(kind, tiny_base_model, long_rows, tmp_path):
-    """Conversational data: the chat template rendered in the web process gives TRL's token counts, pair by pair."""
+def test_chat_rows_are_counted_on_their_message_text_and_say_so(kind, tiny_base_model, long_rows, tmp_path):
+    """Conversational data: the web process does not render chat templates, so it counts the messages' text, says
+    that the markup comes on top, and still finds the pairs TRL drops or truncates when they are well over the limit."""
     from training.trainers.data import load_preference_splits
 
     rows = {split: [_as_conversation(row) for row in split_rows] for split, split_rows in long_rows.items()}
     dataset = _write(tmp_path / "chat", rows)
     tokenizer = AutoTokenizer.from_pretrained(tiny_base_model)
-    ordinary = rows["train"][-1]["prompt"] + rows["train"][-1]["chosen"]
-    limit = len(tokenizer.apply_chat_template(ordinary, tokenize=True, return_dict=True)["input_ids"]) + 6
+    rendered = [
+        len(tokenizer.apply_chat_template(row["prompt"] + row[side], tokenize=True, return_dict=True)["input_ids"])
+        for row in rows["train"]
+        for side in ("chosen", "rejected")
+        if len(row["prompt"][0]["content"] + row[side][0]["content"]) < 200  # not made long on purpose
+    ]
+    limit = max(rendered) + 1  # markup included, every ordinary sequence fits
     estimate = estimate_length_effects(
         kind=kind, dataset_path=dataset, model_path=str(tiny_base_model), max_length=limit, splits=("train",)
     )
@@ -276,7 +283,8 @@ def test_the_estimate_renders_chat_prompts_as_trl_does(kind, tiny_base_model, lo
         progress=ProgressReporter(),
     )
     counted = count_split("train", kind=kind, max_length=limit, pairs_given=16, prepared=trainer.train_dataset)
-    assert estimate is not None and estimate.method == TOKENIZER
+    assert estimate is not None and estimate.method == MESSAGE_TEXT
+    assert "the chat template's markup adds a few tokens per message on top" in estimate.describe()
     assert (estimate.splits[0].dropped, estimate.splits[0].truncated) == (counted.dropped, counted.truncated)
     assert counted.affected > 0
 
@@ -285,7 +293,7 @@ def test_without_a_tokenizer_the_estimate_counts_characters_and_says_so(long_dat
     """A hub id (no local tokenizer.json): lengths are characters / 4, and the message names the method."""
     estimate = estimate_length_effects(kind="reward", dataset_path=long_dataset, model_path="org/model", max_length=64)
     assert estimate is not None and estimate.method == CHARACTERS
-    assert "about 4 characters per token: no tokenizer.json" in estimate.describe()
+    assert "about 4 characters per token: this model has no tokenizer.json here" in estimate.describe()
     assert estimate.splits[0].dropped == 7  # the long pairs are 400+ characters longer; the ordinary ones fit
 
 
@@ -343,14 +351,14 @@ def test_a_run_request_is_estimated_on_the_splits_it_reads(long_dataset):
 
 
 def test_the_estimate_loads_no_ml_or_parquet_library(tiny_base_model, long_dataset, max_length):
-    """As the web process runs it (tokenizers and jinja2 only): neither torch, transformers, datasets nor pyarrow."""
+    """As the web process runs it (the tokenizers library only): neither torch, transformers, datasets nor pyarrow."""
     code = (
         "import sys\n"
         "from training.trainers.lengths import estimate_length_effects\n"
         f"estimate = estimate_length_effects(kind='dpo', dataset_path={str(long_dataset)!r}, "
         f"model_path={str(tiny_base_model)!r}, max_length={max_length})\n"
         "assert estimate.method == 'tokenizer' and estimate.affected, estimate\n"
-        "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'pyarrow') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'pyarrow', 'jinja2') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

@@ -13,7 +13,8 @@ What TRL 1.16 does at `max_length` L (installed source, `trl/trainer/`):
 The worker counts from the datasets TRL prepared (`count_split`): dropped = pairs handed to TRL minus pairs it
 kept (its only filter is the length filter), truncated = kept pairs with a sequence over L. The web process never
 loads TRL, so `estimate_length_effects` re-tokenizes a sample of the exported JSONL with the `tokenizers` library on
-the model's `tokenizer.json`, by the same rules; without one it falls back on a character count and says so.
+the model's `tokenizer.json`, by the same rules (exact for standard rows; chat rows without the template's markup);
+without one it falls back on a character count and says so.
 
 This module imports nothing heavy at load time: the admin's run form and the API import it.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,6 +49,7 @@ READ_THROUGH_BYTES = 256 * 2**20
 CHARS_PER_TOKEN = 4.0
 
 TOKENIZER = "tokenizer"
+MESSAGE_TEXT = "message text"
 CHARACTERS = "characters"
 
 
@@ -151,7 +153,8 @@ class LengthEstimate:
 
     kind: str
     max_length: int
-    #: TOKENIZER (the model's tokenizer.json, as TRL tokenizes) or CHARACTERS (length / CHARS_PER_TOKEN).
+    #: TOKENIZER (the model's tokenizer.json, as TRL tokenizes), MESSAGE_TEXT (that tokenizer on chat messages'
+    #: text, without the template's markup) or CHARACTERS (length / CHARS_PER_TOKEN).
     method: str
     splits: tuple[SplitLengths, ...]
     #: True when a split had more pairs than were tokenized.
@@ -171,11 +174,13 @@ class LengthEstimate:
 
     def describe(self) -> str:
         """What the form and the API say: "At max_length 256 the run would truncate 9 of 10 train pairs (90%)..."."""
-        how = (
-            "counted with the model's tokenizer"
-            if self.method == TOKENIZER
-            else f"estimated at about {CHARS_PER_TOKEN:g} characters per token: no tokenizer.json for this model"
-        )
+        how = {
+            TOKENIZER: "counted with the model's tokenizer",
+            MESSAGE_TEXT: "counted with the model's tokenizer on the message text; "
+            "the chat template's markup adds a few tokens per message on top",
+            CHARACTERS: f"estimated at about {CHARS_PER_TOKEN:g} characters per token: "
+            "this model has no tokenizer.json here",
+        }[self.method]
         sample = ", on a sample of each split" if self.sampled else ""
         parts = []
         for split in self.splits:
@@ -237,8 +242,9 @@ def estimate_length_effects(
     """Estimate what `max_length` does to each split of an exported dataset, before a worker loads anything.
 
     Samples `{split}.jsonl` (see `_sample_rows`) and measures each pair as TRL will: standard prompts get the
-    training separator and completions EOS; chat prompts are rendered with the model's chat template. Returns None
-    when there is nothing to estimate: no limit, or no JSONL files (an export still building, or elsewhere).
+    training separator and completions EOS (exact); chat rows are counted on their message text (see
+    `_TokenizerMeasurer`). Returns None when there is nothing to estimate: no limit, or no JSONL files (an export
+    still building, or elsewhere).
     """
     if max_length is None:
         return None
@@ -377,44 +383,39 @@ class _Measurer:
 
 
 class _TokenizerMeasurer(_Measurer):
-    """Exact lengths from the model's `tokenizer.json`: what `PreTrainedTokenizerFast` runs under TRL."""
+    """Lengths from the model's `tokenizer.json`, the tokenizer `PreTrainedTokenizerFast` runs under TRL.
+
+    Standard rows are exact: the same text (separator, completion, EOS) through the same tokenizer. Chat rows are
+    counted on their message text alone: rendering the chat template would need Jinja in the web process, so the
+    template's markup (role markers, per-message EOS) is left out and the estimate errs short by a few tokens
+    per message; `method` says so.
+    """
 
     method = TOKENIZER
 
-    def __init__(self, kind: str, tokenizer: Any, eos_token: str, render: Callable[..., str] | None) -> None:
+    def __init__(self, kind: str, tokenizer: Any, eos_token: str) -> None:
         super().__init__(kind, eos_token)
         self.tokenizer = tokenizer
-        self.render = render
 
     def lengths(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, int]]:
         if not rows:
             return []
         conversational = not isinstance(rows[0]["prompt"], str)
-        if conversational and self.render is None:
-            self.method = CHARACTERS  # no chat template to render with
-            return _Measurer.lengths(self, rows)
         prompts, chosens, rejecteds = [], [], []
         for row in rows:
             if conversational:
-                assert self.render is not None
-                try:
-                    prompts.append(self.render(row["prompt"], add_generation_prompt=True))
-                    chosens.append(self.render(row["prompt"] + row["chosen"], add_generation_prompt=False))
-                    rejecteds.append(self.render(row["prompt"] + row["rejected"], add_generation_prompt=False))
-                except Exception:  # a template that refuses these messages: the estimate must not break the form
-                    log.warning("chat template failed on a row; estimating from characters", exc_info=True)
-                    self.method = CHARACTERS
-                    return _Measurer.lengths(self, rows)
+                self.method = MESSAGE_TEXT
+                prompt = self.text(row["prompt"])
+                chosen, rejected = self.text(row["chosen"]), self.text(row["rejected"])
             else:
                 # data.py adds the separator; TRL appends EOS to each completion unless it already ends with it.
                 prompt = completion_prompt(row["prompt"])
-                prompts.append(prompt)
-                chosens.append(prompt + self._with_eos(row["chosen"]))
-                rejecteds.append(prompt + self._with_eos(row["rejected"]))
-        # A rendered chat already holds its special tokens: TRL's apply_chat_template encodes it without adding more.
-        special = not conversational
+                chosen, rejected = self._with_eos(row["chosen"]), self._with_eos(row["rejected"])
+            prompts.append(prompt)
+            chosens.append(prompt + chosen)
+            rejecteds.append(prompt + rejected)
         prompt_ids, chosen_ids, rejected_ids = (
-            [encoding.ids for encoding in self.tokenizer.encode_batch(texts, add_special_tokens=special)]
+            [encoding.ids for encoding in self.tokenizer.encode_batch(texts, add_special_tokens=not conversational)]
             for texts in (prompts, chosens, rejecteds)
         )
         return [
@@ -445,11 +446,7 @@ def _measurer(model_path: str, kind: str) -> _Measurer:
     directory = Path(model_path).expanduser() if model_path else None
     if directory is None or not (directory / "tokenizer.json").is_file():
         return _Measurer(kind)
-    config = _read_json(directory / "tokenizer_config.json")
-    special_tokens = {
-        name: _token_text(config.get(name)) for name in ("bos_token", "eos_token", "unk_token", "pad_token")
-    }
-    eos_token = special_tokens["eos_token"]
+    eos_token = _token_text(_read_json(directory / "tokenizer_config.json").get("eos_token"))
     if not eos_token:
         return _Measurer(kind)
     try:
@@ -459,10 +456,7 @@ def _measurer(model_path: str, kind: str) -> _Measurer:
     except Exception:  # an unreadable or newer-format tokenizer.json: the estimate must never break the form
         log.warning("could not load %s/tokenizer.json for a length estimate", directory, exc_info=True)
         return _Measurer(kind)
-    template_file = directory / "chat_template.jinja"
-    template = template_file.read_text() if template_file.is_file() else config.get("chat_template")
-    render = _chat_renderer(template, {k: v for k, v in special_tokens.items() if v}) if template else None
-    return _TokenizerMeasurer(kind, tokenizer, eos_token, render)
+    return _TokenizerMeasurer(kind, tokenizer, eos_token)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -478,34 +472,3 @@ def _token_text(token: Any) -> str:
     if isinstance(token, dict):
         token = token.get("content")
     return token if isinstance(token, str) else ""
-
-
-def _chat_renderer(template: str, special_tokens: dict[str, str]) -> Callable[..., str] | None:
-    """Render messages as transformers' apply_chat_template does (sandboxed Jinja, same options and helpers)."""
-    if not isinstance(template, str):
-        return None  # a dict of named templates: which one TRL would use is not ours to guess
-    try:
-        from jinja2.exceptions import TemplateError
-        from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError:
-        return None
-
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, **kwargs: Any) -> str:
-        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, **kwargs)
-
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    environment.filters["tojson"] = tojson
-    environment.globals["raise_exception"] = raise_exception
-    try:
-        compiled = environment.from_string(template)
-    except TemplateError:
-        return None
-
-    def render(messages: list[dict[str, Any]], *, add_generation_prompt: bool) -> str:
-        return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **special_tokens)
-
-    return render

@@ -168,7 +168,7 @@ def test_a_run_that_would_truncate_most_pairs_is_refused_until_confirmed(staff_c
     assert refused.status_code == 400 and not TrainingRun.objects.exists()
     page = refused.content.decode()
     assert "At max_length 256 the run would truncate 9 of 10 train pairs (90%) and leave all 2 test pairs whole" in page
-    assert "about 4 characters per token: no tokenizer.json" in page and "Train anyway" in page
+    assert "about 4 characters per token: this model has no tokenizer.json here" in page and "Train anyway" in page
     assert refused.context["form"].errors["confirm_length"]
     queued = staff_client.post(reverse(RUN_ADD_URL), run_form(version, confirm_length="on"), follow=True)
     run = TrainingRun.objects.get()
