@@ -7,6 +7,7 @@ need the ORM set the environment first and call `django_setup()`.
 from __future__ import annotations
 
 import math
+import secrets
 import os
 import shutil
 import sys
@@ -60,6 +61,8 @@ class FreshDatabase:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment the app (migrate, gunicorn, setup steps) runs under."""
         env = dict(os.environ)
+        # Production mode (DEBUG off) needs a key; a throwaway one per run unless the caller set one.
+        env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
         env.update(
             DATABASE_URL=self.url,
             DJANGO_SETTINGS_MODULE="webapp.settings",
