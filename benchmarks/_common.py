@@ -7,8 +7,8 @@ need the ORM set the environment first and call `django_setup()`.
 from __future__ import annotations
 
 import math
-import secrets
 import os
+import secrets
 import shutil
 import sys
 import tempfile
