@@ -24,7 +24,7 @@ from training.services.export import ExportError, ExportOptions
 from training.services.registry import RegistrationError, validate_base_model_path
 from training.services.runs import RunRejected, validate_run_request
 from training.trainers.config import RUN_CONFIGS
-from training.trainers.lengths import CONFIRM_SHARE, LengthEstimate, estimate_run_lengths
+from training.trainers.length_estimate import CONFIRM_SHARE, LengthEstimate, estimate_run_lengths
 
 # --- export ---------------------------------------------------------------------------------------------------------
 

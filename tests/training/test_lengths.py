@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 from training.trainers import DPORunConfig, RewardRunConfig
 from training.trainers.dpo import _DPORecipe, train_dpo
 from training.trainers.formatting import completion_prompt
+from training.trainers.length_estimate import estimate_length_effects, estimate_run_lengths
 from training.trainers.lengths import (
     CHARACTERS,
     DROPPED,
@@ -28,8 +29,6 @@ from training.trainers.lengths import (
     TOKENIZER,
     TRUNCATED,
     count_split,
-    estimate_length_effects,
-    estimate_run_lengths,
     pair_fate,
 )
 from training.trainers.progress import ProgressReporter
@@ -354,7 +353,7 @@ def test_the_estimate_loads_no_ml_or_parquet_library(tiny_base_model, long_datas
     """As the web process runs it (the tokenizers library only): neither torch, transformers, datasets nor pyarrow."""
     code = (
         "import sys\n"
-        "from training.trainers.lengths import estimate_length_effects\n"
+        "from training.trainers.length_estimate import estimate_length_effects\n"
         f"estimate = estimate_length_effects(kind='dpo', dataset_path={str(long_dataset)!r}, "
         f"model_path={str(tiny_base_model)!r}, max_length={max_length})\n"
         "assert estimate.method == 'tokenizer' and estimate.affected, estimate\n"

@@ -9,7 +9,7 @@ from labeling.models import PromptSet
 from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
 from training.services.export import AGGREGATIONS, ALL_BAD, FLAGGED, FORMATS, TIES
 from training.services.runs import validate_run_request
-from training.trainers.lengths import CONFIRM_SHARE, estimate_run_lengths
+from training.trainers.length_estimate import CONFIRM_SHARE, estimate_run_lengths
 
 _MAX_IDS = 1_000  # prompt sets or annotators named in one export: far above real use, far below a costly query
 
