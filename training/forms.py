@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from typing import Any
 
 from django import forms
@@ -18,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.http import QueryDict
 
 from labeling.models import PromptSet
+from training.config_form_fields import config_fields_of, config_form_field, unwrap_optional
 from training.models import AutoTrainPolicy, DatasetVersion, ModelVersion, TrainingRun
 from training.services.autotrain import validate_auto_train_policy
 from training.services.export import ExportError, ExportOptions
@@ -137,46 +137,6 @@ COMMON_CONFIG_FIELDS = (
 )
 #: Fields of the run form that are not config keys.
 _RUN_FIELDS = ("kind", "dataset_version", "base_model", "parent_model", "advanced_config", "config_kind")
-
-
-def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    """`int | None` → (int, True); `float` → (float, False)."""
-    args = typing.get_args(hint)
-    if type(None) in args:
-        rest = [arg for arg in args if arg is not type(None)]
-        return (rest[0] if len(rest) == 1 else Any), True
-    return hint, False
-
-
-def config_form_field(config_field: dataclasses.Field, hint: Any) -> forms.Field:
-    """A form field for one config dataclass field: its default as initial, its metadata help as help text.
-
-    Range checks are left to the dataclass, so the form says exactly what a worker would have said.
-    """
-    base, optional = _unwrap_optional(hint)
-    help_text = config_field.metadata.get("help", "")
-    label = config_field.name.replace("_", " ").capitalize()
-    default = config_field.default if config_field.default is not dataclasses.MISSING else None
-    if base is bool:
-        return forms.BooleanField(required=False, initial=default, help_text=help_text, label=label)
-    if optional:
-        help_text = f"{help_text} Leave blank for none.".strip()
-    else:
-        help_text = f"{help_text} Leave blank for the default ({default}).".strip()
-    if base is int:
-        return forms.IntegerField(required=False, initial=default, help_text=help_text, label=label)
-    if base is float:
-        # Text input: a number input would reject "1e-5" in some browsers and round tiny rates.
-        widget = forms.TextInput(attrs={"inputmode": "decimal", "size": 12})
-        return forms.FloatField(required=False, initial=default, help_text=help_text, label=label, widget=widget)
-    return forms.CharField(required=False, initial=default, help_text=help_text, label=label)
-
-
-def config_fields_of(kind: str) -> list[tuple[dataclasses.Field, Any]]:
-    """(dataclass field, resolved type hint) for every key of the config class of `kind`."""
-    config_class = RUN_CONFIGS[kind]
-    hints = typing.get_type_hints(config_class)
-    return [(config_field, hints[config_field.name]) for config_field in dataclasses.fields(config_class)]
 
 
 class ModelVersionChoiceField(forms.ModelChoiceField):
@@ -326,7 +286,7 @@ class RunForm(forms.Form):
         config: dict[str, Any] = {}
         for name in self.config_field_names:
             value = self.cleaned_data.get(name)
-            if value is None and not _unwrap_optional(hints[name])[1]:
+            if value is None and not unwrap_optional(hints[name])[1]:
                 continue
             config[name] = value
         config.update(self.cleaned_data.get("advanced_config") or {})
