@@ -285,7 +285,7 @@ def test_unstorable_text_through_the_api_is_a_400_naming_the_line(admin_api, bad
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "invalid_import"
     assert [error["line"] for error in response.json()["errors"]] == [2]
-    assert "contains a" in response.json()["errors"][0]["reason"]
+    assert "contains a" in response.json()["errors"][0]["detail"]
     assert nothing_written()
 
 
