@@ -111,7 +111,7 @@ class _SplitWriter:
         count = len(columns["prompt"])
         if not count:
             return
-        self.parquet.write_table(pa.Table.from_pydict(columns, schema=self.schema))
+        self.parquet.write_table(_table(columns, self.schema))
         encoded = [_encode_column(name, columns[name]) for name in self.columns]
         data = ("\n".join(self._template % row for row in zip(*encoded, strict=True)) + "\n").encode()
         self.jsonl.write(data)
@@ -123,6 +123,32 @@ class _SplitWriter:
         self.jsonl.close()
 
 
+def _table(columns: dict[str, list], schema: pa.Schema) -> pa.Table:
+    """The batch as an Arrow table; a plain-text column goes in as its distinct texts plus indices.
+
+    A prompt or response recurs across many pairs: converting each distinct Python string once and letting Arrow
+    expand the indices (in C++) is several times faster than converting every row's string.
+    """
+    arrays = []
+    for field in schema:
+        values = columns[field.name]
+        if pa.types.is_string(field.type):
+            positions: dict[int, int] = {}
+            distinct: list[str] = []
+            indices = []
+            for value in values:
+                index = positions.get(id(value))
+                if index is None:
+                    index = positions[id(value)] = len(distinct)
+                    distinct.append(value)
+                indices.append(index)
+            dictionary = pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(distinct, pa.string()))
+            arrays.append(dictionary.cast(pa.string()))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def _encode_column(name: str, values: list) -> list[str]:
     """Each value as json.dumps(..., ensure_ascii=False) writes it; a text object shared by rows is encoded once."""
     if not values:
@@ -131,12 +157,17 @@ def _encode_column(name: str, values: list) -> list[str]:
     if isinstance(sample, bool):
         return ["true" if value else "false" for value in values]
     if isinstance(sample, int):
-        return [int.__repr__(value) for value in values]
+        return list(map(int.__repr__, values))
     if isinstance(sample, float):
-        return [float.__repr__(value) for value in values]  # weights are finite: no NaN/Infinity to special-case
-    unique = {id(value): value for value in values}
-    encoded = {key: _encode(value) for key, value in unique.items()}
-    return [encoded[id(value)] for value in values]
+        return list(map(float.__repr__, values))  # weights are finite: no NaN/Infinity to special-case
+    encoded: dict[int, str] = {}
+    out = []
+    for value in values:
+        text = encoded.get(id(value))
+        if text is None:
+            text = encoded[id(value)] = _encode(value)
+        out.append(text)
+    return out
 
 
 @dataclass(frozen=True)
