@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.db import transaction
-from django.utils import timezone
 
 from training.models import DatasetExport, GenerationRun, TrainingRun
+from webapp import clock
 from webapp.celery import app
 
 # Task names, as registered by the `name=` of the tasks in `training.tasks`.
@@ -26,10 +25,6 @@ EXECUTE_GENERATION = "training.execute_generation"
 EXECUTE_EXPORT = "training.execute_export"
 # Exports need no GPU: they stream rows from the database to files on the cpu queue whatever the machine.
 EXPORT_QUEUE = "cpu"
-
-
-def _now() -> datetime:
-    return timezone.now()
 
 
 @dataclass(frozen=True)
@@ -111,7 +106,7 @@ def _send(
         result = app.send_task(task_name, args=[run_id], queue=queue)
     except Exception as error:
         model.objects.filter(pk=run_id, status=model.Status.QUEUED).update(
-            status=model.Status.FAILED, finished_at=_now(), error=f"Could not queue the run: {error}"
+            status=model.Status.FAILED, finished_at=clock.now(), error=f"Could not queue the run: {error}"
         )
         return None
     return result.id

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from labeling.selectors import prompts_by_id, rollout_texts_of_prompts
 from training.models import DatasetExport, DatasetVersion
@@ -36,6 +35,7 @@ from training.services.export import (
 )
 from training.services.export_writer import WrittenExport, write_export
 from training.services.lifecycle import Heartbeat
+from webapp import clock
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User  # AUTH_USER_MODEL is Django's own User
@@ -46,17 +46,13 @@ log = logging.getLogger(__name__)
 _PROGRESS_WRITE_SECONDS = 1.0
 
 
-def _now() -> datetime:
-    return timezone.now()
-
-
 def staging_dir_for(export: DatasetExport) -> Path:
     return datasets_dir() / f".staging-export-{export.pk}"
 
 
 def execute_export(export_id: int) -> DatasetExport:
     """Build a QUEUED export to completion in this process (called by the Celery task)."""
-    now = _now()
+    now = clock.now()
     if not DatasetExport.objects.filter(pk=export_id, status=DatasetExport.Status.QUEUED).update(
         status=DatasetExport.Status.RUNNING, started_at=now, heartbeat_at=now
     ):
@@ -75,7 +71,7 @@ def execute_export(export_id: int) -> DatasetExport:
         reason = str(error) if isinstance(error, ExportError) else f"{error.__class__.__name__}: {error}"
         DatasetExport.objects.filter(pk=export.pk, status=DatasetExport.Status.RUNNING).update(
             status=DatasetExport.Status.FAILED,
-            finished_at=_now(),
+            finished_at=clock.now(),
             error=f"{reason}\n\n{traceback.format_exc()}",
         )
         if not isinstance(error, Exception):
@@ -162,7 +158,7 @@ def _register(export: DatasetExport, options: ExportOptions, written: WrittenExp
 
 def _succeed(export: DatasetExport, version: DatasetVersion, *, reused: bool) -> None:
     updated = DatasetExport.objects.filter(pk=export.pk, status=DatasetExport.Status.RUNNING).update(
-        status=DatasetExport.Status.SUCCEEDED, finished_at=_now(), dataset_version=version, reused=reused
+        status=DatasetExport.Status.SUCCEEDED, finished_at=clock.now(), dataset_version=version, reused=reused
     )
     if not updated:
         raise ExportError(f"Export {export.pk} is no longer running (failed by the reaper?); not registering it.")
@@ -184,7 +180,7 @@ def _start_follow_up_run(export: DatasetExport) -> None:
 
 def reap_stale_exports(*, now: datetime | None = None) -> int:
     """Fail RUNNING exports whose worker stopped beating, and remove their staging directories."""
-    now = now or _now()
+    now = now or clock.now()
     cutoff = now - timedelta(seconds=settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT)
     reaped = 0
     for export in DatasetExport.objects.filter(status=DatasetExport.Status.RUNNING, heartbeat_at__lt=cutoff):

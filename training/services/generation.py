@@ -10,11 +10,9 @@ not write. Training reads and writes labeling's tables only through labeling's s
 from __future__ import annotations
 
 import traceback
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import transaction
-from django.utils import timezone
 
 from labeling.selectors import policy_has_rollouts, prompt_inputs_of_set
 from labeling.services.rounds import add_generated_round
@@ -22,13 +20,10 @@ from training.models import GenerationRun, ModelVersion
 from training.services.dispatch import choose_queue, send_generation_run_on_commit
 from training.services.lifecycle import Heartbeat, RunRejected
 from training.trainers.generation import GenerationConfig, GenerationResult, generate
+from webapp import clock
 
 if TYPE_CHECKING:
     from labeling.models import PromptSet
-
-
-def _now() -> datetime:
-    return timezone.now()
 
 
 def _generation_config(settings: dict) -> GenerationConfig:
@@ -76,7 +71,7 @@ def start_generation(
 
 def execute_generation(run_id: int) -> GenerationRun:
     """Sample, then write rollouts and tasks in one transaction. Called by the Celery task."""
-    now = _now()
+    now = clock.now()
     if not GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.QUEUED).update(
         status=GenerationRun.Status.RUNNING, started_at=now, heartbeat_at=now
     ):
@@ -89,7 +84,7 @@ def execute_generation(run_id: int) -> GenerationRun:
         GenerationRun.objects.filter(pk=run.pk).update(prompts_total=len(prompts))
 
         def progress(done: int, total: int) -> None:
-            GenerationRun.objects.filter(pk=run.pk).update(prompts_done=done, heartbeat_at=_now())
+            GenerationRun.objects.filter(pk=run.pk).update(prompts_done=done, heartbeat_at=clock.now())
 
         result = generate(
             model_path=run.policy.path,
@@ -101,7 +96,7 @@ def execute_generation(run_id: int) -> GenerationRun:
     except Exception as error:
         GenerationRun.objects.filter(pk=run.pk, status=GenerationRun.Status.RUNNING).update(
             status=GenerationRun.Status.FAILED,
-            finished_at=_now(),
+            finished_at=clock.now(),
             error=f"{error.__class__.__name__}: {error}\n\n{traceback.format_exc()[-4000:]}",
         )
     finally:
@@ -123,7 +118,7 @@ def _write(run: GenerationRun, prompt_ids: list[int], result: GenerationResult) 
         )
         GenerationRun.objects.filter(pk=run.pk).update(
             status=GenerationRun.Status.SUCCEEDED,
-            finished_at=_now(),
+            finished_at=clock.now(),
             prompts_done=len(prompt_ids),
             rollouts_created=added.rollouts_created,
             duplicates_collapsed=added.duplicates_collapsed,

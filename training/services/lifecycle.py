@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
 
 from django.conf import settings
 from django.db import close_old_connections, models
-from django.utils import timezone
+
+from webapp import clock
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,6 @@ class RunRejected(ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
-
-
-def _now() -> datetime:
-    return timezone.now()
 
 
 class Heartbeat(threading.Thread):
@@ -43,7 +39,7 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
-                self.model._default_manager.filter(pk=self.row_id, status="running").update(heartbeat_at=_now())
+                self.model._default_manager.filter(pk=self.row_id, status="running").update(heartbeat_at=clock.now())
             except Exception:
                 log.exception("heartbeat for %s %s failed", self.model.__name__, self.row_id)
             finally:

@@ -28,6 +28,7 @@ from training.services.refresh import after_run_succeeded
 from training.services.registry import model_name_for, models_dir, register_model, staging_dir_for
 from training.trainers.config import RUN_CONFIGS, ConfigError, DPORunConfig, RewardRunConfig
 from training.trainers.result import TrainResult
+from webapp import clock
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User  # AUTH_USER_MODEL is Django's own User
@@ -37,10 +38,6 @@ log = logging.getLogger(__name__)
 # Progress is written at most this often: a tiny model logs every step, and each write is a query.
 _PROGRESS_WRITE_SECONDS = 1.0
 _LOG_TAIL_LINES = 200
-
-
-def _now() -> datetime:
-    return timezone.now()
 
 
 #: TrainingRun.base_model's max_length: a longer name is refused here, not by the database with a 500.
@@ -204,7 +201,7 @@ def start_run(
 def cancel_run(run: TrainingRun) -> TrainingRun:
     """A queued run is cancelled at once; a running one is asked to stop at its next step."""
     if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.CANCELLED, finished_at=_now()
+        status=TrainingRun.Status.CANCELLED, finished_at=clock.now()
     ):
         if run.celery_task_id:
             revoke(run.celery_task_id)
@@ -259,7 +256,7 @@ class _RunReporter:
 
 def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
     """Run a queued run to completion in this process (called by the Celery task)."""
-    now = _now()
+    now = clock.now()
     if not TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
         status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now
     ):
@@ -280,7 +277,7 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
         if result.stopped_early:
             shutil.rmtree(staging, ignore_errors=True)
             TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
-                status=TrainingRun.Status.CANCELLED, finished_at=_now(), metrics=metrics
+                status=TrainingRun.Status.CANCELLED, finished_at=clock.now(), metrics=metrics
             )
             reporter.log("cancelled; nothing registered")
         else:
@@ -293,7 +290,7 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
         reporter.log(f"failed: {error.__class__.__name__}: {error}")
         TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
             status=TrainingRun.Status.FAILED,
-            finished_at=_now(),
+            finished_at=clock.now(),
             error=f"{error.__class__.__name__}: {error}\n\n{traceback.format_exc()[-4000:]}",
         )
         if not isinstance(error, Exception):
@@ -344,7 +341,7 @@ def _run_metrics(result: TrainResult) -> dict:
 
 def reap_stale_runs(*, now: datetime | None = None) -> int:
     """Fail RUNNING runs whose worker stopped beating (killed, OOM, machine lost); returns how many."""
-    now = now or _now()
+    now = now or clock.now()
     cutoff = now - timedelta(seconds=settings.PREFLOOP_RUN_HEARTBEAT_TIMEOUT)
     stale = list(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff))
     reaped = 0
