@@ -20,7 +20,7 @@ from labeling.models import PromptSet
 from training.config_form_fields import config_fields_of, config_form_field, unwrap_optional
 from training.models import AutoTrainPolicy, DatasetVersion, ModelVersion, TrainingRun
 from training.services.autotrain import validate_auto_train_policy
-from training.services.export import ExportError, ExportOptions
+from training.services.export import RULE_FIELDS, ExportError, ExportOptions
 from training.services.registry import RegistrationError, validate_base_model_path
 from training.services.runs import RunRejected, validate_run_request
 from training.trainers.config import RUN_CONFIGS
@@ -105,13 +105,7 @@ class ExportForm(forms.Form):
                 since=cleaned.get("since"),
                 until=cleaned.get("until"),
                 annotator_ids=tuple(user.pk for user in cleaned.get("annotators") or ()),
-                ties=cleaned["ties"],
-                all_bad=cleaned["all_bad"],
-                flagged=cleaned["flagged"],
-                aggregation=cleaned["aggregation"],
-                format=cleaned["format"],
-                test_fraction=cleaned["test_fraction"],
-                seed=cleaned["seed"],
+                **{name: cleaned[name] for name in RULE_FIELDS},
             )
         except ExportError as error:
             raise forms.ValidationError(str(error)) from None

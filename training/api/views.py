@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from labeling.permissions import HasPermissions, ModelPermissions
 from training.api import serializers as s
 from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
-from training.services.export import ExportOptions, dataset_file, request_export
+from training.services.export import RULE_FIELDS, ExportOptions, dataset_file, request_export
 from training.services.runs import cancel_run, start_run
 from webapp.api_errors import error_response
 
@@ -56,13 +56,7 @@ class DatasetVersionViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
             since=data.get("since"),
             until=data.get("until"),
             annotator_ids=tuple(data["annotators"]),
-            ties=data["ties"],
-            all_bad=data["all_bad"],
-            flagged=data["flagged"],
-            aggregation=data["aggregation"],
-            format=data["format"],
-            test_fraction=data["test_fraction"],
-            seed=data["seed"],
+            **{name: data[name] for name in RULE_FIELDS},
         )
         requested = request_export(options=options, name=data["name"], created_by=request.user)
         body = s.DatasetExportOut(requested.export).data

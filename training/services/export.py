@@ -46,6 +46,8 @@ ALL_BAD = ("skip", "keep")
 FLAGGED = ("never_chosen", "exclude", "ignore")
 AGGREGATIONS = ("per_annotator", "majority", "bradley_terry")
 FORMATS = ("standard", "conversational")
+#: The ExportOptions fields a form or an API body passes through as given (the selection's ids need converting).
+RULE_FIELDS = ("ties", "all_bad", "flagged", "aggregation", "format", "test_fraction", "seed")
 SPLITS = ("train", "test")
 DOWNLOAD_FORMATS = ("jsonl", "parquet")
 
