@@ -15,6 +15,8 @@ from django.db.models import F, Q
 
 MIN_ROLLOUTS_PER_TASK = 2
 MAX_ROLLOUTS_PER_TASK = 9
+# An annotator's optional note on a ranking: a few sentences, not an essay (a varchar, so the database holds it).
+RATIONALE_MAX_CHARS = 2_000
 
 
 class PromptSet(models.Model):
@@ -31,6 +33,10 @@ class PromptSet(models.Model):
         help_text="How many different annotators rank each task.",
     )
     is_paused = models.BooleanField(default=False, help_text="Paused sets hand out no new tasks.")
+    guidelines = models.TextField(
+        blank=True,
+        help_text="How to rank this set (Markdown): shown to annotators above its tasks.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -204,6 +210,9 @@ class Ranking(models.Model):
     flags = models.JSONField(default=dict, blank=True, help_text="{rollout_id: 'harmful'|'broken'}")
     display_order = models.JSONField(help_text="Order the rollouts were shown in.")
     time_spent_ms = models.PositiveIntegerField()
+    rationale = models.CharField(
+        max_length=RATIONALE_MAX_CHARS, blank=True, default="", help_text="The annotator's optional reason, as typed."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
