@@ -18,6 +18,7 @@ from .result import TrainResult
 
 if TYPE_CHECKING:
     from .data import load_preference_splits
+    from .distributed import process_count, train_distributed
     from .dpo import train_dpo
     from .progress import ProgressReporter
     from .reward import train_reward_model
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "train_reward_model": ".reward",
     "train_dpo": ".dpo",
+    "train_distributed": ".distributed",
+    "process_count": ".distributed",
     "load_preference_splits": ".data",
     "ProgressReporter": ".progress",
     "build_tiny_causal_lm": ".tiny",
@@ -42,6 +45,8 @@ __all__ = [
     "build_tiny_causal_lm",
     "build_tiny_tokenizer",
     "load_preference_splits",
+    "process_count",
+    "train_distributed",
     "train_dpo",
     "train_reward_model",
 ]

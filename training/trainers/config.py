@@ -59,6 +59,8 @@ MAX_LORA_RANK = 4_096
 MAX_LORA_ALPHA = 100_000.0
 MAX_LORA_MODULES = 256
 MAX_MODULE_NAME_CHARS = 200
+#: Processes for one run: one per GPU, and no single node holds more than a few dozen.
+MAX_PROCESSES = 64
 
 
 class ConfigError(ValueError):
@@ -128,6 +130,20 @@ class _RunConfig:
         default="auto",
         metadata=_help("'auto' (CUDA when available, else CPU), 'cpu' or 'cuda'."),
     )
+    num_processes: int | None = field(
+        default=None,
+        metadata=_help(
+            f"Processes that train this one run together through `accelerate launch` (1 to {MAX_PROCESSES}), one per "
+            "GPU. None = every GPU the worker sees on CUDA, 1 on CPU; 1 trains inside the worker process itself."
+        ),
+    )
+    fsdp: bool = field(
+        default=False,
+        metadata=_help(
+            "Shard weights, gradients and optimizer state over the processes (FSDP) instead of a full copy per GPU "
+            "(DDP): for models that do not fit one GPU. Needs CUDA and more than one process."
+        ),
+    )
 
     def __post_init__(self) -> None:
         self.learning_rate = _positive_float(self, "learning_rate", high=MAX_LEARNING_RATE)
@@ -143,6 +159,14 @@ class _RunConfig:
         _require_bool(self, "bf16", optional=True)
         _require_bool(self, "gradient_checkpointing")
         _require_choice(self, "device", DEVICES)
+        self.num_processes = _int_at_least(self, "num_processes", 1, maximum=MAX_PROCESSES, optional=True)
+        _require_bool(self, "fsdp")
+        if self.fsdp and (self.device == "cpu" or self.num_processes == 1):
+            raise ConfigError(
+                f"{type(self).__name__}.fsdp shards a model over several GPUs: it needs device 'cuda' or 'auto' "
+                "and num_processes unset or above 1.",
+                field="fsdp",
+            )
 
     @classmethod
     def from_dict(cls: type[_ConfigT], data: Mapping[str, Any]) -> _ConfigT:

@@ -115,6 +115,8 @@ class _DPORecipe:
         """Save a plain causal LM: merge a LoRA adapter into the base weights first."""
         model = trainer.accelerator.unwrap_model(trainer.model)
         if isinstance(model, PeftModel):
+            if not trainer.accelerator.is_main_process:
+                return  # one writer under a multi-process launch (Trainer.save_model guards itself)
             model.merge_and_unload().save_pretrained(output_dir)
             trainer.processing_class.save_pretrained(output_dir)
         else:
@@ -151,7 +153,11 @@ def _test_logps(
     """(chosen, rejected) completion log-probs on the test split under the policy, or under the reference."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     loader = trainer.get_eval_dataloader()
-    kwargs = {"autocast": trainer.accelerator.autocast, "heartbeat": progress.beat}
+    kwargs = {
+        "autocast": trainer.accelerator.autocast,
+        "heartbeat": progress.beat,
+        "gather": trainer.accelerator.gather_for_metrics,  # every pair once under a multi-process launch
+    }
     if not reference:
         return sequence_logps(model, loader, **kwargs)
     if trainer.ref_model is not None:

@@ -16,6 +16,9 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
+#: Collects one process's per-pair scores from every process (`Accelerator.gather_for_metrics`).
+Gather = Callable[[torch.Tensor], torch.Tensor]
+
 
 def reward_scores(
     model: nn.Module,
@@ -23,6 +26,7 @@ def reward_scores(
     *,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     heartbeat: Callable[[], None] | None = None,
+    gather: Gather | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scalar reward of every chosen and rejected sequence, as two float32 CPU tensors of shape (pairs,).
 
@@ -33,7 +37,7 @@ def reward_scores(
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return logits.squeeze(-1).float()  # (2B, 1) -> (2B,)
 
-    return _paired_scores(model, batches, score, autocast=autocast, heartbeat=heartbeat)
+    return _paired_scores(model, batches, score, autocast=autocast, heartbeat=heartbeat, gather=gather)
 
 
 def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
@@ -67,6 +71,7 @@ def sequence_logps(
     *,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     heartbeat: Callable[[], None] | None = None,
+    gather: Gather | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Completion log-probabilities of every chosen and rejected sequence under `model`, as two CPU tensors.
 
@@ -77,7 +82,7 @@ def sequence_logps(
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         return completion_logps(logits, batch["input_ids"], batch["completion_mask"])
 
-    return _paired_scores(model, batches, score, autocast=autocast, heartbeat=heartbeat)
+    return _paired_scores(model, batches, score, autocast=autocast, heartbeat=heartbeat, gather=gather)
 
 
 @torch.no_grad()
@@ -88,11 +93,16 @@ def _paired_scores(
     *,
     autocast: Callable[[], AbstractContextManager],
     heartbeat: Callable[[], None] | None,
+    gather: Gather | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The one evaluation loop: `score` maps a batch of 2B rows (B chosen, then B rejected) to 2B values.
 
     The model is put in eval mode (no dropout) for the pass and restored after, so evaluating between training
     phases never changes how training continues.
+
+    Under a multi-process launch each process sees its shard of the test split, padded so every shard has as many
+    batches: `gather` (the trainer's `accelerator.gather_for_metrics`) collects every process's scores and drops
+    that padding, so the metrics cover each held-out pair exactly once. It is a collective: all processes call it.
     """
     was_training = model.training
     model.eval()
@@ -101,7 +111,10 @@ def _paired_scores(
         for batch in batches:
             with autocast():
                 scores = score(batch)
-            batch_chosen, batch_rejected = scores.cpu().chunk(2)
+            batch_chosen, batch_rejected = scores.chunk(2)
+            if gather is not None:
+                batch_chosen, batch_rejected = gather(batch_chosen), gather(batch_rejected)
+            batch_chosen, batch_rejected = batch_chosen.cpu(), batch_rejected.cpu()
             chosen.append(batch_chosen)
             rejected.append(batch_rejected)
             if heartbeat is not None:

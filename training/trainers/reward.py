@@ -91,6 +91,7 @@ class _RewardRecipe:
             trainer.get_eval_dataloader(),
             autocast=trainer.accelerator.autocast,
             heartbeat=progress.beat,
+            gather=trainer.accelerator.gather_for_metrics,  # every pair once under a multi-process launch
         )
         metrics = {"test_pairs": float(len(chosen))}
         if len(chosen):

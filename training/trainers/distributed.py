@@ -1,0 +1,216 @@
+"""One run on several processes: `accelerate launch` (DDP, or FSDP) from the worker, progress and cancel kept.
+
+A Celery worker trains a one-process run in its own process. A run with `num_processes > 1` (by default every GPU
+the worker sees) is handed to `accelerate launch`, which starts one process per GPU through torchrun; each process
+runs the same `train_reward_model` / `train_dpo` as a single-process run (`distributed_entry`), and TRL's Trainer
+does the rest (gradient all-reduce, sharded data, one writer when saving). The worker process stays the run's owner:
+
+- progress: rank 0 appends each log event as a JSON line to `events.jsonl`; the worker tails it into `on_log`;
+- cancel: the worker's `should_stop` creates a `stop` file; every rank reads it at each step end and the ranks
+  agree through an all-reduce, so they stop on the same step (one rank stopping alone would hang the others);
+- result: rank 0 writes `result.json` (a `TrainResult`) after saving; the worker reads it once every process exited;
+- failure: a non-zero exit raises with the tail of the launcher's output; the worker's own death takes the launch
+  down with it (parent-death signal), so no orphan keeps a GPU busy.
+
+Single-process runs never come here: the plain path stays the plain path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import DPORunConfig, RewardRunConfig, _RunConfig
+from .progress import OnLog, ShouldStop
+from .result import TrainResult
+
+#: How often the worker reads the events file and asks `should_stop`.
+POLL_SECONDS = 0.5
+#: How much of the launcher's output a failure message keeps.
+OUTPUT_TAIL_CHARS = 20_000
+
+#: Run before the launcher: SIGTERM to it when the worker dies (Linux keeps the setting across exec), so a killed
+#: worker leaves no orphan launch holding GPUs. A prelude rather than `preexec_fn`, which is unsafe with threads
+#: (the run's heartbeat thread is running). Exits if the worker died before the setting took.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, 15)\n"
+    "    if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n"
+)
+
+
+def process_count(config: _RunConfig) -> int:
+    """How many processes train this run: `num_processes`, or every visible GPU when it is unset."""
+    if config.num_processes is not None:
+        return config.num_processes
+    if config.device == "cpu":
+        return 1
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+def launch_command(
+    *, spec_path: Path, num_processes: int, config: _RunConfig, port: int, python: str = sys.executable
+) -> list[str]:
+    """The `accelerate launch` command line of one run.
+
+    `--multi_gpu` is accelerate's torchrun launcher; on a machine without GPUs each process then trains on CPU over
+    gloo (the trainer's `use_cpu`), which is how the suite exercises this path. Precision stays the run config's
+    (`bf16`), not accelerate's: `--mixed_precision no` keeps the launcher from overriding TrainingArguments.
+    """
+    command = [python, "-c", _DIE_WITH_PARENT, str(os.getpid()), "-m", "accelerate.commands.launch"]
+    command += ["--num_machines", "1", "--num_processes", str(num_processes)]
+    command += ["--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if config.fsdp:
+        # FULL_SHARD over the processes; wraps each transformer block, the unit that fits a GPU.
+        command += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD"]
+        command += ["--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
+    else:
+        command += ["--multi_gpu"]
+    command += ["-m", "training.trainers.distributed_entry", str(spec_path)]
+    return command
+
+
+def train_distributed(
+    kind: str,
+    *,
+    dataset_path: str | Path,
+    base_model: str,
+    output_dir: str | Path,
+    config: RewardRunConfig | DPORunConfig,
+    num_processes: int,
+    on_log: OnLog | None = None,
+    should_stop: ShouldStop | None = None,
+    heartbeat: Callable[[], None] | None = None,
+) -> TrainResult:
+    """Train `kind` ("reward" or "dpo") on `num_processes` processes; same contract as the single-process trainers."""
+    output_dir = Path(output_dir)
+    work = output_dir.with_name(f"{output_dir.name}.launch")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    events, stop, result_path = work / "events.jsonl", work / "stop", work / "result.json"
+    spec = {
+        "kind": kind,
+        "dataset_path": str(dataset_path),
+        "base_model": base_model,
+        "output_dir": str(output_dir),
+        "config": config.to_dict(),
+        "events": str(events),
+        "stop": str(stop),
+        "result": str(result_path),
+    }
+    spec_path = work / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    log_path = work / "launch.log"
+    command = launch_command(spec_path=spec_path, num_processes=num_processes, config=config, port=_free_port())
+    try:
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_environment(),
+                start_new_session=True,  # one process group: cancel and failure take every rank down at once
+            )
+            try:
+                _follow(process, events, stop, on_log, should_stop, heartbeat)
+            finally:
+                if process.poll() is None:
+                    _kill_group(process)
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"accelerate launch of {num_processes} processes exited with status {process.returncode}:\n"
+                + _tail(log_path)
+            )
+        if not result_path.exists():
+            raise RuntimeError("accelerate launch exited without a result from rank 0:\n" + _tail(log_path))
+        return TrainResult(**json.loads(result_path.read_text()))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _follow(
+    process: subprocess.Popen,
+    events: Path,
+    stop: Path,
+    on_log: OnLog | None,
+    should_stop: ShouldStop | None,
+    heartbeat: Callable[[], None] | None,
+) -> None:
+    """Until the launch exits: forward rank 0's log events, beat, and pass a cancel on as the stop file."""
+    offset = 0
+    while True:
+        exited = process.poll() is not None
+        offset = _forward_events(events, offset, on_log)
+        if exited:
+            return
+        if heartbeat is not None:
+            heartbeat()
+        if should_stop is not None and not stop.exists() and should_stop():
+            stop.touch()
+        time.sleep(POLL_SECONDS)
+
+
+def _forward_events(events: Path, offset: int, on_log: OnLog | None) -> int:
+    """Hand every complete new line of `events` to `on_log`; returns the offset after the last one read."""
+    if not events.exists():
+        return offset
+    with events.open("rb") as handle:
+        handle.seek(offset)
+        chunk = handle.read()
+    complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+    for line in complete.splitlines():
+        event = json.loads(line)
+        if on_log is not None:
+            on_log(event["step"], event["total_steps"], event["logs"])
+    return offset + len(complete)
+
+
+def _child_environment() -> dict[str, str]:
+    environment = dict(os.environ)
+    # The launched processes import `training` as the worker does, from the project root.
+    root = str(Path(__file__).resolve().parents[2])
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environment.get("PYTHONPATH", "")]))
+    # Each process sets its own torch threads; OMP's default would oversubscribe the cores N times.
+    environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // 2)))
+    return environment
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGTERM every process of the launch, then SIGKILL what is left after a grace period."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _free_port() -> int:
+    """A free TCP port for the rendezvous: two runs on one machine must not share accelerate's default 29500."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _tail(path: Path) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    if len(text) <= OUTPUT_TAIL_CHARS:
+        return text
+    cut = text[-OUTPUT_TAIL_CHARS:]
+    return cut[cut.find("\n") + 1 :]  # whole lines only
