@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from django.db.models import Avg, Count, Max, Q, QuerySet
+from django.db.models import Avg, Count, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
 
@@ -236,3 +238,83 @@ def prompt_inputs_by_id(prompt_ids: Iterable[int]) -> dict[int, PromptInput]:
 
 def policy_has_rollouts(*, prompt_set_id: int, policy: str) -> bool:
     return Rollout.objects.filter(prompt__prompt_set_id=prompt_set_id, policy=policy).exists()
+
+
+# --- agreement and annotator statistics (labeling.services.agreement, labeling.services.annotator_stats) ---------
+
+
+def rankings_for_agreement(
+    *, prompt_set_id: int | None = None, tasks_of_annotator_id: int | None = None
+) -> Iterator[tuple[int, int, int, list, bool]]:
+    """(task id, prompt id, annotator id, tiers, all_bad) of a set's rankings (all sets when None).
+
+    With `tasks_of_annotator_id`, every annotator's rankings of the tasks that annotator ranked: their
+    agreement is with the others' rankings of the same tasks.
+    """
+    rankings = Ranking.objects.all()
+    if prompt_set_id is not None:
+        rankings = rankings.filter(task__prompt_set_id=prompt_set_id)
+    if tasks_of_annotator_id is not None:
+        rankings = rankings.filter(
+            task_id__in=Ranking.objects.filter(annotator_id=tasks_of_annotator_id).values("task_id")
+        )
+    return (
+        rankings.order_by("id")
+        .values_list("task_id", "task__prompt_id", "annotator_id", "tiers", "all_bad")
+        .iterator(chunk_size=EXPORT_CHUNK)
+    )
+
+
+def ranking_timings(
+    *, prompt_set_id: int | None = None, annotator_id: int | None = None
+) -> Iterator[tuple[int, datetime, int, bool]]:
+    """(annotator id, submitted at, time spent in ms, all_bad) of the rankings, oldest first."""
+    rankings = Ranking.objects.all()
+    if prompt_set_id is not None:
+        rankings = rankings.filter(task__prompt_set_id=prompt_set_id)
+    if annotator_id is not None:
+        rankings = rankings.filter(annotator_id=annotator_id)
+    return (
+        rankings.order_by("created_at", "id")
+        .values_list("annotator_id", "created_at", "time_spent_ms", "all_bad")
+        .iterator(chunk_size=EXPORT_CHUNK)
+    )
+
+
+def skips_by_annotator(*, prompt_set_id: int | None = None, annotator_id: int | None = None) -> dict[int, int]:
+    """{annotator id: tasks they handed back with "skip"} (one grouped query)."""
+    skipped = Assignment.objects.filter(status=Assignment.Status.SKIPPED)
+    if prompt_set_id is not None:
+        skipped = skipped.filter(task__prompt_set_id=prompt_set_id)
+    if annotator_id is not None:
+        skipped = skipped.filter(annotator_id=annotator_id)
+    return dict(skipped.order_by().values_list("annotator_id").annotate(n=Count("id")).values_list("annotator_id", "n"))
+
+
+def usernames(user_ids: Iterable[int]) -> dict[int, str]:
+    from django.contrib.auth import get_user_model
+
+    return dict(get_user_model().objects.filter(pk__in=list(user_ids)).values_list("pk", "username"))
+
+
+def prompt_sets_progress_of(annotator: User) -> QuerySet[PromptSet]:
+    """Unpaused prompt sets with, for this annotator, `n_mine` (tasks they ranked) and `n_left` (open tasks they
+    were never handed: what they could still be given), each one subquery, so a page lists them in one query."""
+    mine = (
+        Ranking.objects.filter(task__prompt_set=OuterRef("pk"), annotator=annotator)
+        .order_by()
+        .values("task__prompt_set")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    left = (
+        RankingTask.objects.filter(prompt_set=OuterRef("pk"), status=RankingTask.Status.OPEN)
+        .exclude(assignments__annotator=annotator)
+        .order_by()
+        .values("prompt_set")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return PromptSet.objects.filter(is_paused=False).annotate(
+        n_mine=Coalesce(Subquery(mine), 0), n_left=Coalesce(Subquery(left), 0)
+    )
