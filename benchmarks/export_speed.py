@@ -7,13 +7,17 @@ Rankings are inserted in bulk (not through the queue: that is the load benchmark
 `--comparisons` pairs: each ranking of k rollouts yields k(k-1)/2 pairs. Then a fresh child process runs
 the export as a worker does (`export_worker.export_dataset`: streamed to Parquet + JSONL) once cold and
 once more on the same data (answered with the same version, writing nothing). Prints the set-up time,
-the export's wall time and comparisons/s, the files' sizes and the export process's peak RSS.
+the export's wall time and comparisons/s, CPU seconds per 1M comparisons (the export process and its
+Postgres backends: less sensitive to other load than the wall time), the seconds per stage of the
+writer, the load average, the files' sizes, the content hash and the export process's peak RSS.
+`--reuse` exports again from the database the previous run left (for comparing code changes A/B).
 It prints figures and asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -22,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import DEFAULT_PG_URL, ROOT, FreshDatabase, django_setup
+from benchmarks._common import DEFAULT_PG_URL, ROOT, FreshDatabase, cpu_snapshot, django_setup
 
 WORDS = "the answer explains each step with one example and a summary of what matters most here".split()
 
@@ -179,23 +183,47 @@ def populate_postgres(*, comparisons: int, k: int, annotators: int) -> int:
     return Ranking.objects.count()
 
 
+def _backend_cpu_seconds(database: str) -> float:
+    """CPU seconds used so far by the postgres backends serving `database` (Linux /proc; 0 elsewhere)."""
+    return sum(
+        seconds
+        for name, _, seconds in cpu_snapshot().values()
+        if name.startswith("postgres:") and f" {database} " in f"{name} "
+    )
+
+
 def export_step() -> None:
     """Child process: export the one prompt set in-process (as a worker does) and print figures as JSON.
 
     A fresh process, so its peak RSS is the export's alone, not the bulk insert's that came before.
     """
     import json
+    import logging
     import os
 
     django_setup(dict(os.environ))
+    from django.db import connection
+
     from labeling.models import PromptSet
     from training.services.export import ExportOptions
     from training.services.export_worker import export_dataset
 
+    stages: dict[str, float] = {}
+
+    class StageHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            stages.update(getattr(record, "stage_seconds", {}))
+
+    worker_log = logging.getLogger("training.services.export_worker")
+    worker_log.addHandler(StageHandler(logging.INFO))
+    worker_log.setLevel(logging.INFO)
     options = ExportOptions(prompt_set_ids=(PromptSet.objects.get().pk,), format=os.environ["BENCH_FORMAT"])
+    database = connection.settings_dict["NAME"]
+    cpu_before, backend_before = resource.getrusage(resource.RUSAGE_SELF), _backend_cpu_seconds(database)
     started = time.perf_counter()
     result = export_dataset(options=options)
     export_s = time.perf_counter() - started
+    cpu_after, backend_after = resource.getrusage(resource.RUSAGE_SELF), _backend_cpu_seconds(database)
     started = time.perf_counter()
     again = export_dataset(options=options)
     again_s = time.perf_counter() - started
@@ -204,10 +232,15 @@ def export_step() -> None:
         "export_s": export_s,
         "again_s": again_s,
         "same_version": again.version.pk == version.pk and not again.created,
+        "content_hash": version.content_hash,
         "n_train": version.n_train,
         "n_test": version.n_test,
         "sizes": {p.name: p.stat().st_size for p in sorted(Path(version.path).iterdir())},
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_user_s": cpu_after.ru_utime - cpu_before.ru_utime,
+        "cpu_sys_s": cpu_after.ru_stime - cpu_before.ru_stime,
+        "postgres_cpu_s": backend_after - backend_before,
+        "stages": stages,
     }
     print(json.dumps(figures))
 
@@ -222,13 +255,18 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--annotators", type=int, default=2)
     parser.add_argument("--format", choices=["standard", "conversational"], default="standard")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the database a previous run filled (same --comparisons, --k, --annotators): export only",
+    )
     parser.add_argument("--export-step", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.export_step:
         export_step()
         return
 
-    database = FreshDatabase(args.db, pg_url=args.pg_url)
+    database = _ReusedDatabase(args.pg_url) if args.reuse else FreshDatabase(args.db, pg_url=args.pg_url)
     try:
         env = database.env(PREFLOOP_DATA_DIR=str(database.tmp / "data"))
         migrate = subprocess.run(
@@ -242,10 +280,14 @@ def main() -> None:
             sys.exit(migrate.stdout + migrate.stderr)
         django_setup(env)
         started = time.perf_counter()
-        fill = populate_postgres if args.db == "postgres" else populate
-        n_rankings = fill(comparisons=args.comparisons, k=args.k, annotators=args.annotators)
+        if args.reuse:
+            n_rankings = _forget_exports()
+        else:
+            fill = populate_postgres if args.db == "postgres" else populate
+            n_rankings = fill(comparisons=args.comparisons, k=args.k, annotators=args.annotators)
         setup_s = time.perf_counter() - started
 
+        load_before = os.getloadavg()
         child = subprocess.run(
             [sys.executable, __file__, "--export-step"],
             env={**env, "BENCH_FORMAT": args.format},
@@ -253,26 +295,64 @@ def main() -> None:
             capture_output=True,
             text=True,
         )
+        load_after = os.getloadavg()
         if child.returncode != 0:
             sys.exit(child.stdout + child.stderr)
         figures = json.loads(child.stdout.strip().splitlines()[-1])
         pairs = figures["n_train"] + figures["n_test"]
+        per_million = 1e6 / pairs
         print(f"database          {args.db}")
         print(
             f"rankings          {n_rankings:,} (k={args.k}, {args.annotators} annotators per task),"
-            f" inserted in {setup_s:.1f} s"
+            + (" reused" if args.reuse else f" inserted in {setup_s:.1f} s")
         )
         print(
             f"comparisons       {pairs:,} ({figures['n_train']:,} train / {figures['n_test']:,} test),"
             f" format {args.format}"
         )
         print(f"export wall time  {figures['export_s']:.1f} s  ->  {pairs / figures['export_s']:,.0f} comparisons/s")
+        print(
+            f"CPU per 1M        {(figures['cpu_user_s'] + figures['cpu_sys_s']) * per_million:.1f} s export process"
+            f" (user {figures['cpu_user_s'] * per_million:.1f} + sys {figures['cpu_sys_s'] * per_million:.1f})"
+            f" + {figures['postgres_cpu_s'] * per_million:.1f} s postgres backends"
+        )
+        stages = figures["stages"]
+        print(
+            "stages            "
+            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stages.items())
+            + f" (sum {sum(stages.values()):.1f} s)"
+        )
+        print(f"load average      {load_before[0]:.2f} before, {load_after[0]:.2f} after (1-minute)")
         print(f"re-export         {figures['again_s']:.2f} s, same version: {figures['same_version']}")
         sizes = figures["sizes"]
         print("files             " + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sizes.items()))
+        print(f"content hash      {figures['content_hash']}")
         print(f"peak RSS          {figures['peak_rss_mib']:,.0f} MiB (the export process alone)")
     finally:
         database.close()
+
+
+class _ReusedDatabase(FreshDatabase):
+    """The database a previous run filled and left in place: nothing is dropped or inserted."""
+
+    def __init__(self, pg_url: str) -> None:
+        super().__init__("postgres", pg_url=pg_url)
+
+    @staticmethod
+    def _recreate_postgres(url: str) -> None:
+        pass
+
+
+def _forget_exports() -> int:
+    """Delete earlier exports and versions so the export runs again rather than answering with the old version."""
+    from labeling.models import Ranking
+    from training.models import DatasetExport, DatasetVersion
+
+    DatasetExport.objects.all().delete()
+    DatasetVersion.objects.all().delete()
+    if not Ranking.objects.exists():
+        sys.exit("--reuse: the database holds no rankings; run once without --reuse first.")
+    return Ranking.objects.count()
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def _write(export: DatasetExport, options: ExportOptions, staging: Path) -> Writ
             forced_test_prompt=forced_test_prompt,
         )
 
+    started = time.perf_counter()
     written = write(None)
     if options.test_fraction > 0 and written.n_test == 0 and written.n_prompts > 1:
         # The hash put no prompt in test (only likely with few prompts): a requested test split is never
@@ -118,6 +119,15 @@ def _write(export: DatasetExport, options: ExportOptions, staging: Path) -> Writ
         )
     DatasetExport.objects.filter(pk=export.pk).update(
         rankings_done=written.n_rankings, pairs_written=written.n_train + written.n_test
+    )
+    # Where an export's time goes (the benchmark reads `stage_seconds` off this record).
+    log.info(
+        "export %s: %d comparisons in %.1f s; stages %s",
+        export.pk,
+        written.n_train + written.n_test,
+        time.perf_counter() - started,
+        ", ".join(f"{name} {seconds:.2f} s" for name, seconds in written.stage_seconds.items()),
+        extra={"stage_seconds": written.stage_seconds},
     )
     return written
 

@@ -15,9 +15,13 @@ This module imports pyarrow at the top on purpose: only workers import it (the w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -95,8 +99,9 @@ class _SplitWriter:
     from pieces: a prompt or response appears in many pairs, so each text is encoded once per batch.
     """
 
-    def __init__(self, directory: Path, name: str, schema: pa.Schema) -> None:
+    def __init__(self, directory: Path, name: str, schema: pa.Schema, clock: StageClock) -> None:
         self.schema = schema
+        self.clock = clock
         self.columns = schema.names
         self.parquet = pq.ParquetWriter(directory / f"{name}.parquet", schema)
         self.jsonl: IO[bytes] = open(directory / f"{name}.jsonl", "wb")  # noqa: SIM115 - closed in close()
@@ -111,11 +116,16 @@ class _SplitWriter:
         count = len(columns["prompt"])
         if not count:
             return
-        self.parquet.write_table(_table(columns, self.schema))
-        encoded = [_encode_column(name, columns[name]) for name in self.columns]
-        data = ("\n".join(self._template % row for row in zip(*encoded, strict=True)) + "\n").encode()
-        self.jsonl.write(data)
-        self.digest.update(data)
+        with self.clock.stage("arrow"):
+            table = _table(columns, self.schema)
+        with self.clock.stage("parquet"):
+            self.parquet.write_table(table)
+        with self.clock.stage("jsonl"):
+            encoded = [_encode_column(name, columns[name]) for name in self.columns]
+            data = ("\n".join(self._template % row for row in zip(*encoded, strict=True)) + "\n").encode()
+        with self.clock.stage("write+hash"):
+            self.jsonl.write(data)
+            self.digest.update(data)
         self.rows += count
 
     def close(self) -> None:
@@ -170,6 +180,21 @@ def _encode_column(name: str, values: list) -> list[str]:
     return out
 
 
+class StageClock:
+    """Seconds spent per stage of an export, summed over chunks (the worker logs them; the benchmark prints them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+
 @dataclass(frozen=True)
 class WrittenExport:
     content_hash: str
@@ -178,6 +203,7 @@ class WrittenExport:
     n_test: int
     n_prompts: int
     lowest_scoring_prompt: int | None  # the prompt that goes to test when the hash put none there
+    stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 RankingRow = tuple[int, int, list, bool, dict]  # (prompt_id, annotator_id, tiers, all_bad, flags)
@@ -204,7 +230,7 @@ def write_export(
     rollout_texts_of_prompts: Callable[[set[int]], dict[int, tuple[str, str]]],
     on_progress: Callable[[int, int], None] = lambda rankings, pairs: None,
     forced_test_prompt: int | None = None,
-    prompt_chunk: int = PROMPT_CHUNK,
+    prompt_chunk: int | None = None,
 ) -> WrittenExport:
     """Stream `rankings` (ordered by prompt id) into train/test Parquet + JSONL files in `directory`.
 
@@ -217,19 +243,27 @@ def write_export(
     lowest-scoring prompt forced when the hash put no prompt in a requested test split.
     """
     schema = _schema(options)
-    writers = {name: _SplitWriter(directory, name, schema) for name in SPLITS}
+    clock = StageClock()
+    writers = {name: _SplitWriter(directory, name, schema, clock) for name in SPLITS}
     conversational = options.format == "conversational"
     n_rankings = n_pairs = 0
     prompts_seen = 0
     lowest: tuple[float, int] | None = None
+    chunks = _chunks(rankings, prompt_chunk or PROMPT_CHUNK)
     try:
-        for chunk in _chunks(rankings, prompt_chunk):
-            flat = [ranking for prompt_rankings in chunk for ranking in prompt_rankings]
-            pairs, counted = collect_pairs(flat, options)
+        while True:
+            with clock.stage("rankings"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            with clock.stage("pairs"):
+                flat = [ranking for prompt_rankings in chunk for ranking in prompt_rankings]
+                pairs, counted = collect_pairs(flat, options)
             n_rankings += counted
             if pairs:
-                prompts = prompts_by_id({pair.prompt_id for pair in pairs})
-                texts = rollout_texts_of_prompts(set(prompts))
+                with clock.stage("texts"):
+                    prompts = prompts_by_id({pair.prompt_id for pair in pairs})
+                    texts = rollout_texts_of_prompts(set(prompts))
                 split_of = {}
                 for pid, prompt in prompts.items():
                     score = split_score(prompt["content_hash"], options.seed)
@@ -237,7 +271,9 @@ def write_export(
                     in_test = score < options.test_fraction or pid == forced_test_prompt
                     split_of[pid] = "test" if in_test else "train"
                 prompts_seen += len(prompts)
-                for name, columns in _rows(pairs, prompts, texts, split_of, options, conversational).items():
+                with clock.stage("rows"):
+                    split_rows = _rows(pairs, prompts, texts, split_of, options, conversational)
+                for name, columns in split_rows.items():
                     writers[name].write(columns)
                 n_pairs += len(pairs)
             on_progress(n_rankings, n_pairs)
@@ -252,6 +288,7 @@ def write_export(
         n_test=writers["test"].rows,
         n_prompts=prompts_seen,
         lowest_scoring_prompt=lowest[1] if lowest else None,
+        stage_seconds=dict(clock.seconds),
     )
 
 
