@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from labeling.models import Assignment, PromptSet, Ranking
+from labeling.models import RATIONALE_MAX_CHARS, Assignment, PromptSet, Ranking
 from labeling.selectors import shown_rollouts
 
 
@@ -23,6 +23,7 @@ class PromptSetOut(serializers.ModelSerializer):
             "rollouts_per_task",
             "overlap",
             "is_paused",
+            "guidelines",
             "tasks",
             "tasks_done",
             "tasks_in_progress",
@@ -98,6 +99,13 @@ class SubmitIn(serializers.Serializer):
     flags = FlagsField(required=False, default=dict, help_text="Rollout id → flag reason, for shown rollouts.")
     # The column is a PositiveIntegerField: above 2**31 - 1 (24 days) Postgres would refuse the row with a 500.
     time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+    rationale = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=RATIONALE_MAX_CHARS,
+        help_text=f"Optional: why this order, in at most {RATIONALE_MAX_CHARS:,} characters.",
+    )
 
     def validate(self, attrs: dict) -> dict:
         # Items stay as sent (an id, or a list of tied ids): the service reads them once it has checked the length.
@@ -127,6 +135,7 @@ class RankingOut(serializers.ModelSerializer):
             "flags",
             "display_order",
             "time_spent_ms",
+            "rationale",
             "created_at",
         ]
 

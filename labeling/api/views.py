@@ -144,6 +144,7 @@ class SubmitRankingView(APIView):
             all_bad=data["all_bad"],
             flags=data.get("flags") or {},
             time_spent_ms=data.get("time_spent_ms"),
+            rationale=data["rationale"],
         )
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(s.RankingOut(result.ranking).data, status=code)

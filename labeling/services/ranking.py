@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 
-from labeling.models import Assignment, Ranking, RankingTask
+from labeling.models import RATIONALE_MAX_CHARS, Assignment, Ranking, RankingTask
 from labeling.services.errors import RankingRejected
 from webapp import clock
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 FLAG_REASONS = frozenset(Ranking.FlagReason.values)
 # Longer than any real task; a client reporting more is clamped, not rejected.
 _MAX_TIME_SPENT_MS = 24 * 3600 * 1000
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -110,16 +112,18 @@ def submit_ranking(
     all_bad: bool = False,
     flags: Mapping | None = None,
     time_spent_ms: int | None = None,
+    rationale: str = "",
 ) -> SubmitResult:
     """Store the annotator's ranking for their leased assignment.
 
     A retry of a submit that already succeeded returns the first ranking unchanged (created=False),
     whatever the retry carries: the assignment is the idempotency key, guarded by a UNIQUE constraint.
     `tiers` may be empty only when `all_bad` is set (the annotator found nothing worth ordering).
+    `rationale` is the annotator's optional reason, stored as typed (trimmed), at most RATIONALE_MAX_CHARS.
     """
     try:
         with transaction.atomic():
-            return _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms)
+            return _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms, rationale)
     except IntegrityError:
         # A concurrent retry won the insert between our check and our write.
         existing = Ranking.objects.filter(assignment_id=assignment_id, annotator=annotator).first()
@@ -128,7 +132,21 @@ def submit_ranking(
         return SubmitResult(existing, created=False)
 
 
-def _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms) -> SubmitResult:
+def _clean_rationale(rationale: object) -> str:
+    if not isinstance(rationale, str):
+        raise RankingRejected("The rationale must be text.", code="bad_rationale")
+    rationale = rationale.strip()
+    if len(rationale) > RATIONALE_MAX_CHARS:
+        raise RankingRejected(
+            f"The rationale is {len(rationale):,} characters; keep it to {RATIONALE_MAX_CHARS:,}.",
+            code="rationale_too_long",
+        )
+    if _UNSTORABLE.search(rationale):  # a form may post %00; neither it nor a lone surrogate can be stored
+        raise RankingRejected("The rationale contains a NUL character or a lone surrogate.", code="bad_rationale")
+    return rationale
+
+
+def _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms, rationale) -> SubmitResult:
     now = clock.now()
     assignment = Assignment.objects.select_for_update().filter(pk=assignment_id).first()
     if assignment is None:
@@ -152,6 +170,7 @@ def _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms) -> S
     else:
         clean_tiers = normalize_tiers(tiers, shown)
     clean_flags = _normalize_flags(flags or {}, shown)
+    clean_rationale = _clean_rationale(rationale)
     server_ms = int((now - assignment.leased_at).total_seconds() * 1000)
     spent = server_ms if time_spent_ms is None else max(0, min(int(time_spent_ms), _MAX_TIME_SPENT_MS))
 
@@ -164,6 +183,7 @@ def _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms) -> S
         flags=clean_flags,
         display_order=shown,
         time_spent_ms=spent,
+        rationale=clean_rationale,
     )
     assignment.status = Assignment.Status.SUBMITTED
     assignment.finished_at = now

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from labeling.forms import tiers_from_ranks
-from labeling.models import Assignment, PromptSet
+from labeling.models import RATIONALE_MAX_CHARS, Assignment, PromptSet, Ranking
 from labeling.permissions import requires_permission
 from labeling.roles import ANNOTATE
 from labeling.selectors import annotator_stats, prompt_sets_with_progress, remaining_for, shown_rollouts
@@ -40,7 +40,19 @@ def _task_context(request: HttpRequest, prompt_set: PromptSet, assignment: Assig
         "remaining": remaining_for(request.user, prompt_set),
         "stats": annotator_stats(request.user),
         "error": error,
+        # A refused submit comes back with what was typed, so the rationale is not lost with the error.
+        "rationale": request.POST.get("rationale", "") if error else "",
+        "rationale_max": RATIONALE_MAX_CHARS,
+        "guidelines_unread": _guidelines_unread(request, prompt_set),
     }
+
+
+def _guidelines_unread(request: HttpRequest, prompt_set: PromptSet) -> bool:
+    """Guidelines are marked "read first" until the annotator has ranked in this set. They sit outside the htmx
+    partial (keeping whatever state the annotator gave them), so only a full page asks."""
+    if request.htmx or not prompt_set.guidelines:
+        return False
+    return not Ranking.objects.filter(annotator=request.user, task__prompt_set=prompt_set).exists()
 
 
 def _render_task(
@@ -76,6 +88,7 @@ def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
             all_bad=all_bad,
             flags=flags,
             time_spent_ms=_client_milliseconds(request.POST.get("time_spent_ms", "")),
+            rationale=request.POST.get("rationale", ""),
         )
     except LabelingError as error:
         return _render_task(request, prompt_set, assignment, error=error.message, status=400)
