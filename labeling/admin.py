@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
+from labeling import rollout_finish
+from labeling.charts import progress_bar_svg
 from labeling.forms import ImportForm
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
 from labeling.selectors import progress_of, prompt_sets_with_progress
+from labeling.services.agreement import prompt_set_agreement_report
 from labeling.services.errors import ImportRejected
 from labeling.services.importing import ImportReport, import_file
 from labeling.services.parsing import PromptRecord, sha256_text
@@ -29,7 +34,9 @@ class PromptSetAdmin(admin.ModelAdmin):
         "tasks_done",
         "tasks_in_progress",
         "tasks_open",
+        "progress_bar",
         "import_link",
+        "agreement_link",
     ]
     list_editable = ["is_paused"]
     search_fields = ["name", "description"]
@@ -51,6 +58,18 @@ class PromptSetAdmin(admin.ModelAdmin):
     def tasks_open(self, prompt_set: PromptSet) -> int:
         return prompt_set.n_tasks - prompt_set.n_done - prompt_set.n_in_progress
 
+    @admin.display(description="progress")
+    def progress_bar(self, prompt_set: PromptSet) -> str:
+        # From the list's annotations (no query per row); the SVG holds only numbers (labeling.charts).
+        open_tasks = prompt_set.n_tasks - prompt_set.n_done - prompt_set.n_in_progress
+        return mark_safe(progress_bar_svg(prompt_set.n_done, prompt_set.n_in_progress, open_tasks))
+
+    @admin.display(description="agreement")
+    def agreement_link(self, prompt_set: PromptSet) -> str:
+        return format_html(
+            '<a href="{}">Agreement</a>', reverse("admin:labeling_promptset_agreement", args=[prompt_set.pk])
+        )
+
     @admin.display(description="import")
     def import_link(self, prompt_set: PromptSet) -> str:
         return format_html(
@@ -62,7 +81,16 @@ class PromptSetAdmin(admin.ModelAdmin):
         if not prompt_set.pk:
             return "—"
         p = progress_of(prompt_set)
-        return f"{p.done} done, {p.in_progress} in progress, {p.open} open of {p.tasks} tasks ({p.rankings} rankings)"
+        return format_html(
+            '{} {} done, {} in progress, {} open of {} tasks ({} rankings) · <a href="{}">Agreement</a>',
+            mark_safe(progress_bar_svg(p.done, p.in_progress, p.open, width=240)),
+            p.done,
+            p.in_progress,
+            p.open,
+            p.tasks,
+            p.rankings,
+            reverse("admin:labeling_promptset_agreement", args=[prompt_set.pk]),
+        )
 
     def save_model(self, request, obj, form, change) -> None:
         if not change:
@@ -86,8 +114,33 @@ class PromptSetAdmin(admin.ModelAdmin):
     def get_urls(self):
         return [
             path("<int:pk>/import/", self.admin_site.admin_view(self.import_view), name="labeling_promptset_import"),
+            path(
+                "<int:pk>/agreement/",
+                self.admin_site.admin_view(self.agreement_view),
+                name="labeling_promptset_agreement",
+            ),
             *super().get_urls(),
         ]
+
+    def agreement_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Krippendorff's α and pairwise agreement of the set and of each annotator (labeling.services.agreement)."""
+        prompt_set = get_object_or_404(PromptSet, pk=pk)
+        if not self.has_view_permission(request, prompt_set):
+            raise PermissionDenied("Agreement is shown to those who may view the prompt set.")
+        named = prompt_set_agreement_report(prompt_set_id=prompt_set.pk)
+        rows = [
+            {"name": named.names.get(row.annotator_id, f"#{row.annotator_id}"), "agreement": row}
+            for row in named.report.per_annotator
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "prompt_set": prompt_set,
+            "report": named.report,
+            "rows": rows,
+            "title": f"Agreement in {prompt_set}",
+        }
+        return render(request, "admin/labeling/promptset/agreement.html", context)
 
     def import_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         prompt_set = get_object_or_404(PromptSet, pk=pk)
@@ -203,8 +256,36 @@ class RolloutInline(admin.TabularInline):
     form = RolloutInlineForm
     formset = RolloutFormSet
     extra = 0
-    fields = ["policy", "text", "generation"]
+    fields = ["policy", "text", "generation", "finished"]
+    readonly_fields = ["finished"]
     can_delete = False
+
+    @admin.display(description="finished")
+    def finished(self, rollout: Rollout) -> str:
+        """Cut off at max_new_tokens, ended, or not recorded (imported rollouts)."""
+        reason = rollout_finish.finish_reason(rollout.generation) if rollout.pk else None
+        if reason == rollout_finish.LENGTH:
+            return "CUT OFF at max_new_tokens (never a chosen answer by default)"
+        return {rollout_finish.STOP: "ended"}.get(reason or "", "—")
+
+
+class CutOffRolloutsFilter(admin.SimpleListFilter):
+    """Prompts holding a rollout generation cut off at max_new_tokens."""
+
+    title = "cut-off rollouts"
+    parameter_name = "cut_off"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "has cut-off rollouts"), ("no", "none cut off")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        # A subquery, not a join: a prompt with several cut-off rollouts is listed once.
+        cut_off = Rollout.objects.filter(rollout_finish.cut_off_q()).values("prompt_id")
+        if self.value() == "yes":
+            return queryset.filter(pk__in=cut_off)
+        if self.value() == "no":
+            return queryset.exclude(pk__in=cut_off)
+        return queryset
 
 
 @admin.register(Prompt)
@@ -213,7 +294,7 @@ class PromptAdmin(admin.ModelAdmin):
 
     form = PromptAdminForm
     list_display = ["id", "__str__", "prompt_set", "external_id"]
-    list_filter = ["prompt_set"]
+    list_filter = ["prompt_set", CutOffRolloutsFilter]
     search_fields = ["text", "external_id"]
     inlines = [RolloutInline]
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling.views import pages
+from labeling.views import dashboard, pages
 
 app_name = "labeling"
 
@@ -9,4 +9,7 @@ urlpatterns = [
     path("sets/<int:prompt_set_id>/", pages.rank, name="rank"),
     path("assignments/<int:assignment_id>/submit/", pages.submit, name="submit"),
     path("assignments/<int:assignment_id>/skip/", pages.skip, name="skip"),
+    path("me/", dashboard.my_numbers, name="my-numbers"),
+    path("annotators/", dashboard.annotators, name="dashboard"),
+    path("annotators/<int:annotator_id>/", dashboard.annotator, name="dashboard-annotator"),
 ]

@@ -376,3 +376,24 @@ def _annotator_agreement(
         pairwise=_ratio_estimate(pair_score, pair_count, samples=samples, seed=seed),
         consensus=_ratio_estimate(consensus_score, consensus_count, samples=samples, seed=seed),
     )
+
+
+# --- reading a prompt set ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamedAgreement:
+    report: AgreementReport
+    names: dict[int, str]  # annotator id → username, for the table
+
+
+def prompt_set_agreement_report(*, prompt_set_id: int, samples: int = BOOTSTRAP_SAMPLES) -> NamedAgreement:
+    """Agreement over one prompt set's rankings, with each annotator's."""
+    from labeling import selectors  # the maths above runs without Django; only this reader needs it
+
+    records = [
+        RankingRecord(task, prompt, annotator, tiers, all_bad)
+        for task, prompt, annotator, tiers, all_bad in selectors.rankings_for_agreement(prompt_set_id=prompt_set_id)
+    ]
+    report = agreement(records, samples=samples)
+    return NamedAgreement(report, selectors.usernames(a.annotator_id for a in report.per_annotator))
