@@ -111,6 +111,11 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": database_from_url(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, without the per-request `SELECT 1` health check on a connection in steady use.
+    DATABASES["default"]["ENGINE"] = "webapp.postgres"
+# A persistent connection idle for longer than this is health-checked (SELECT 1) before a request uses it.
+DB_HEALTH_CHECK_IDLE_SECONDS = env_float("DB_HEALTH_CHECK_IDLE_SECONDS", 2.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -146,7 +151,8 @@ PREFLOOP_MAX_JSON_BODY_BYTES = env_int("PREFLOOP_MAX_JSON_BODY_BYTES", 1024 * 10
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's token check, with the user's permissions read in the same query (no per-request perm queries).
+        "webapp.authentication.TokenWithPermissionsAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

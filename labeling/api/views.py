@@ -107,15 +107,14 @@ class NextTaskView(APIView):
         """Lease the next task (or return the one you already hold)."""
         params = s.NextTaskIn(data=request.data)
         params.is_valid(raise_exception=True)
-        prompt_set = None
-        if "prompt_set" in params.validated_data:
-            prompt_set = PromptSet.objects.filter(pk=params.validated_data["prompt_set"]).first()
-            if prompt_set is None:
-                raise ValidationError({"prompt_set": "Unknown prompt set."})
-        assignment = next_task_for(request.user, prompt_set=prompt_set)
+        prompt_set_id = params.validated_data.get("prompt_set")
+        assignment = next_task_for(request.user, prompt_set=prompt_set_id)
         if assignment is None:
+            # Only an empty answer needs to know whether the set exists (a task handed out from it says so).
+            if prompt_set_id is not None and not PromptSet.objects.filter(pk=prompt_set_id).exists():
+                raise ValidationError({"prompt_set": "Unknown prompt set."})
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(s.AssignmentOut(assignment).data)
+        return Response(s.assignment_payload(assignment))
 
 
 class SubmitRankingView(APIView):

@@ -9,20 +9,29 @@ Correctness is enforced by the database, not by Python checks:
 - a partial UNIQUE(annotator) WHERE status='leased' means one live lease per annotator.
 On Postgres the candidate row is picked `FOR UPDATE SKIP LOCKED`, so concurrent annotators spread
 over different tasks instead of queueing on one row.
+
+On Postgres a lease is one statement (`_LEASE_SQL`): it finds the annotator's held lease, picks, takes the
+slot by the same conditional UPDATE, writes the assignment and returns it with its prompt and rollouts, so a
+request makes one round trip instead of a dozen; a single statement is atomic without BEGIN/COMMIT, and the
+constraints above stand behind it exactly as behind the step-by-step path, which SQLite (no data-modifying
+CTEs) keeps.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
+from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 
-from labeling.models import Assignment, PromptSet, RankingTask, TaskRollout
+from labeling.models import MAX_ROLLOUTS_PER_TASK, Assignment, Prompt, PromptSet, RankingTask, Rollout, TaskRollout
 from labeling.services.errors import RankingRejected
 from webapp import clock
 
@@ -81,7 +90,7 @@ def _live_lease(annotator: User, now: datetime) -> Assignment | None:
     )
 
 
-def _candidate_tasks(annotator: User, prompt_set: PromptSet | None):
+def _candidate_tasks(annotator: User, prompt_set_id: int | None):
     # NOT IN over the annotator's own task ids (a hashed subplan), not a correlated NOT EXISTS: on
     # fresh statistics Postgres picked a nested anti-join that re-scanned their history per task.
     # An expired lease does not count: the annotator may be handed that task again (re-leasing the row).
@@ -91,25 +100,35 @@ def _candidate_tasks(annotator: User, prompt_set: PromptSet | None):
         active_count__lt=F("overlap"),
         prompt_set__is_paused=False,
     ).exclude(pk__in=theirs)
-    if prompt_set is not None:
-        tasks = tasks.filter(prompt_set=prompt_set)
+    if prompt_set_id is not None:
+        tasks = tasks.filter(prompt_set_id=prompt_set_id)
     # Most-started first, so datasets fill task by task rather than one ranking everywhere;
     # task_queue_idx has this order, so the scan stops at the first free task.
     return tasks.order_by("-active_count", "id")
 
 
 def next_task_for(
-    annotator: User, *, prompt_set: PromptSet | None = None, rng: random.Random | None = None
+    annotator: User, *, prompt_set: PromptSet | int | None = None, rng: random.Random | None = None
 ) -> Assignment | None:
     """Lease the next task to `annotator` (or return the live lease they already hold).
 
-    Returns None when nothing is left for them. The rollouts' display order is shuffled per
-    assignment and stored, so the ranking can be read against what was actually shown.
+    `prompt_set` (a set or its id) limits the queue to that set. Returns None when nothing is left for
+    them. The rollouts' display order is shuffled per assignment and stored, so the ranking can be read
+    against what was actually shown. On Postgres the assignment comes with its task's prompt loaded and
+    its rollouts in display order as `assignment.shown` (id and text), so a caller reads nothing more.
     """
+    prompt_set_id = prompt_set.pk if isinstance(prompt_set, PromptSet) else prompt_set
+    rng = rng or _RNG
+    if connection.vendor == "postgresql":
+        return _lease_in_one_statement(annotator, prompt_set_id, rng)
+    return _lease_step_by_step(annotator, prompt_set_id, rng)
+
+
+def _lease_step_by_step(annotator: User, prompt_set_id: int | None, rng: random.Random) -> Assignment | None:
     now = clock.now()
     held = _live_lease(annotator, now)
     if held is not None:
-        if prompt_set is None or held.task.prompt_set_id == prompt_set.pk:
+        if prompt_set_id is None or held.task.prompt_set_id == prompt_set_id:
             return held
         # Moving to another set hands the task back; being expired, it can come back to them later.
         release_assignment(annotator=annotator, assignment_id=held.pk, status=Assignment.Status.EXPIRED)
@@ -122,7 +141,7 @@ def next_task_for(
     for _ in range(_TAKE_ATTEMPTS):
         try:
             with transaction.atomic():
-                assignment, drained = _take_one(annotator, prompt_set, now, rng or _RNG)
+                assignment, drained = _take_one_in_transaction(annotator, prompt_set_id, now, rng)
         except IntegrityError:
             # Lost a race the constraints caught (e.g. the same annotator asking twice at once):
             # what they hold now is the answer.
@@ -139,6 +158,47 @@ def next_task_for(
     return None
 
 
+def _lease_in_one_statement(annotator: User, prompt_set_id: int | None, rng: random.Random) -> Assignment | None:
+    """The Postgres path: one statement per attempt; extra round trips only on the rare paths.
+
+    Those are: a held lease that is lapsed or in another set (handed back, then the statement runs again),
+    expired leases of others (reaped after the statement, and before a retry when nothing was free), a race
+    the constraints caught, a deadlock Postgres broke.
+    """
+    reaped = False
+    for _ in range(_TAKE_ATTEMPTS):
+        now = clock.now()
+        try:
+            lease = _take_one(annotator, prompt_set_id, now, rng)
+        except IntegrityError:
+            # The same annotator asking twice at once: the one-live-lease index refused the second
+            # insert, and the whole statement (slot included) was undone. What they hold is the answer.
+            held = _live_lease(annotator, clock.now())
+            if held is not None:
+                return held
+            continue
+        except OperationalError as error:
+            if "deadlock" not in str(error).lower():
+                raise
+            continue  # Postgres broke a lock cycle by aborting us; nothing was written, try again
+        if lease.expired_elsewhere and not reaped:
+            # Others' abandoned leases go back to the pool here, in their own transaction (never while
+            # holding a task row: see _lease_step_by_step); a queue that looked drained is asked again.
+            release_expired_leases(now=now)
+            reaped = True
+            if lease.assignment is None and lease.held_id is None:
+                continue
+        if lease.assignment is not None:
+            return lease.assignment
+        if lease.held_id is not None:
+            # Their lease is lapsed, or in another set: hand it back (as expired, so it can come back to them).
+            release_assignment(annotator=annotator, assignment_id=lease.held_id, status=Assignment.Status.EXPIRED)
+            continue
+        if not lease.picked:
+            return None  # nothing free for them (or only tasks other requests are taking this instant)
+    return None
+
+
 def _expire_own_lapsed_lease(annotator: User, now: datetime) -> None:
     lapsed = (
         Assignment.objects.filter(annotator=annotator, status=Assignment.Status.LEASED, leased_until__lte=now)
@@ -149,12 +209,12 @@ def _expire_own_lapsed_lease(annotator: User, now: datetime) -> None:
         release_assignment(annotator=annotator, assignment_id=lapsed, status=Assignment.Status.EXPIRED)
 
 
-def _take_one(
-    annotator: User, prompt_set: PromptSet | None, now: datetime, rng: random.Random
+def _take_one_in_transaction(
+    annotator: User, prompt_set_id: int | None, now: datetime, rng: random.Random
 ) -> tuple[Assignment | None, bool]:
     """One attempt inside a transaction: (assignment, queue_drained)."""
     candidate = (
-        _candidate_tasks(annotator, prompt_set)
+        _candidate_tasks(annotator, prompt_set_id)
         .select_for_update(skip_locked=True, of=("self",))
         .values_list("id", flat=True)
         .first()
@@ -180,6 +240,147 @@ def _take_one(
     ):
         return Assignment.objects.get(task_id=candidate, annotator=annotator), False
     return Assignment.objects.create(task_id=candidate, annotator=annotator, **lease), False
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """What one run of the lease statement found."""
+
+    assignment: Assignment | None  # the new lease, or the live one they hold in this set
+    held_id: int | None  # a lease they hold that is lapsed or in another set (assignment is then None)
+    picked: bool  # a free task was found (False: nothing free for them)
+    expired_elsewhere: bool  # some lease has lapsed and waits for the reaper
+
+
+# One statement, in the order the step-by-step path runs (its comments give the reasons): the held lease;
+# the pick (FOR UPDATE SKIP LOCKED, only when nothing is held); the slot, by the conditional UPDATE; the
+# display order, shuffled by the caller's random keys; the assignment, re-leasing their expired row for that
+# task (UNIQUE(task, annotator)) or inserting one; and the answer with the prompt and the rollouts in display
+# order. An insert the constraints refuse (the same annotator asking twice at once) fails the whole statement,
+# so no slot is taken without its assignment. The RETURNING chain (taken → relet/fresh) fixes the order of the
+# writes; every sub-statement sees the snapshot from before the statement.
+_LEASE_SQL = """
+WITH held AS (
+    SELECT a.id, a.task_id, a.display_order, a.leased_at, a.leased_until, t.prompt_set_id,
+           a.leased_until > %(now)s AS live
+    FROM {assignment} a JOIN {task} t ON t.id = a.task_id
+    WHERE a.annotator_id = %(annotator)s AND a.status = 'leased'
+),
+picked AS MATERIALIZED (
+    SELECT t.id FROM {task} t JOIN {prompt_set} s ON s.id = t.prompt_set_id
+    WHERE NOT EXISTS (SELECT 1 FROM held)
+      AND t.status = 'open' AND t.active_count < t.overlap AND NOT s.is_paused {in_set}
+      AND t.id NOT IN (
+          SELECT task_id FROM {assignment} WHERE annotator_id = %(annotator)s AND status <> 'expired'
+      )
+    ORDER BY t.active_count DESC, t.id
+    LIMIT 1
+    FOR UPDATE OF t SKIP LOCKED
+),
+taken AS (
+    UPDATE {task} t SET active_count = t.active_count + 1
+    FROM picked
+    WHERE t.id = picked.id AND t.status = 'open' AND t.active_count < t.overlap
+    RETURNING t.id
+),
+shown AS (
+    SELECT coalesce(jsonb_agg(ranked.rollout_id ORDER BY (%(keys)s::float8[])[ranked.n], ranked.n), '[]') AS ids
+    FROM (
+        SELECT tr.rollout_id, row_number() OVER (ORDER BY tr.rollout_id) AS n
+        FROM {task_rollout} tr JOIN taken ON tr.task_id = taken.id
+    ) ranked
+),
+relet AS (
+    UPDATE {assignment} a
+    SET status = 'leased', display_order = shown.ids, leased_at = %(now)s, leased_until = %(until)s,
+        finished_at = NULL
+    FROM taken, shown
+    WHERE a.task_id = taken.id AND a.annotator_id = %(annotator)s AND a.status = 'expired'
+    RETURNING a.id, a.task_id, a.display_order, a.leased_at, a.leased_until
+),
+fresh AS (
+    INSERT INTO {assignment} (task_id, annotator_id, status, display_order, leased_at, leased_until, finished_at)
+    SELECT taken.id, %(annotator)s, 'leased', shown.ids, %(now)s, %(until)s, NULL
+    FROM taken, shown
+    WHERE NOT EXISTS (SELECT 1 FROM {assignment} a WHERE a.task_id = taken.id AND a.annotator_id = %(annotator)s)
+    RETURNING id, task_id, display_order, leased_at, leased_until
+),
+lease AS (
+    SELECT * FROM relet
+    UNION ALL SELECT * FROM fresh
+    UNION ALL SELECT id, task_id, display_order, leased_at, leased_until FROM held WHERE live {held_in_set}
+)
+SELECT lease.id, lease.task_id, lease.display_order::text, lease.leased_at, lease.leased_until,
+       t.prompt_set_id, t.prompt_id, p.text, p.messages::text,
+       (SELECT json_agg(json_build_object('id', r.id, 'text', r.text) ORDER BY shown_ids.n)
+        FROM jsonb_array_elements_text(lease.display_order) WITH ORDINALITY AS shown_ids(rollout_id, n)
+        JOIN {rollout} r ON r.id = shown_ids.rollout_id::bigint)::text AS rollouts,
+       (SELECT id FROM held WHERE lease.id IS NULL) AS held_id,
+       EXISTS (SELECT 1 FROM picked) AS picked,
+       EXISTS (SELECT 1 FROM {assignment} WHERE status = 'leased' AND leased_until <= %(now)s) AS expired_elsewhere
+FROM (SELECT 1) AS one
+LEFT JOIN lease ON true
+LEFT JOIN {task} t ON t.id = lease.task_id
+LEFT JOIN {prompt} p ON p.id = t.prompt_id
+"""
+
+
+def _lease_sql(*, in_set: bool) -> str:
+    # Two texts rather than `(%(set)s IS NULL OR ...)`, so the planner sees a plain equality on the index.
+    return _LEASE_SQL.format(
+        assignment=Assignment._meta.db_table,
+        task=RankingTask._meta.db_table,
+        prompt_set=PromptSet._meta.db_table,
+        task_rollout=TaskRollout._meta.db_table,
+        rollout=Rollout._meta.db_table,
+        prompt=Prompt._meta.db_table,
+        in_set="AND t.prompt_set_id = %(prompt_set)s" if in_set else "",
+        held_in_set="AND prompt_set_id = %(prompt_set)s" if in_set else "",
+    )
+
+
+_LEASE_SQL_ANY_SET, _LEASE_SQL_IN_SET = _lease_sql(in_set=False), _lease_sql(in_set=True)
+
+
+def _take_one(annotator: User, prompt_set_id: int | None, now: datetime, rng: random.Random) -> _Lease:
+    """One run of the lease statement (Postgres)."""
+    params = {
+        "annotator": annotator.pk,
+        "prompt_set": prompt_set_id,
+        "now": now,
+        "until": now + lease_duration(),
+        # One random sort key per rollout position: the task's rollouts, by id, are shown in key order.
+        "keys": [rng.random() for _ in range(MAX_ROLLOUTS_PER_TASK)],
+    }
+    sql = _LEASE_SQL_ANY_SET if prompt_set_id is None else _LEASE_SQL_IN_SET
+    # A savepoint only inside a caller's transaction (the statement's failure must not abort theirs);
+    # alone, the statement is its own transaction and needs no BEGIN/COMMIT round trips.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    (pk, task_id, order, leased_at, until, set_id, prompt_id, text, messages, rollouts, held_id, picked, expired) = row
+    if pk is None:
+        return _Lease(None, held_id, picked, expired)
+    # JSON comes back as text (cast in the statement), whatever loaders the connection has registered.
+    assignment = Assignment.from_db(
+        connection.alias,
+        ["id", "task_id", "annotator_id", "status", "display_order", "leased_at", "leased_until", "finished_at"],
+        [pk, task_id, annotator.pk, Assignment.Status.LEASED, json.loads(order), leased_at, until, None],
+    )
+    # Partial instances: the columns read here are set, any other is loaded on access (deferred), never guessed.
+    task = RankingTask.from_db(connection.alias, ["id", "prompt_set_id", "prompt_id"], [task_id, set_id, prompt_id])
+    task.prompt = Prompt.from_db(
+        connection.alias,
+        ["id", "text", "messages"],
+        [prompt_id, text, None if messages is None else json.loads(messages)],
+    )
+    assignment.task = task
+    assignment.annotator = annotator
+    # Read by the API's answer (labeling.api.serializers); not a model field.
+    assignment.shown = [  # type: ignore[attr-defined]
+        Rollout.from_db(connection.alias, ["id", "text"], [r["id"], r["text"]]) for r in json.loads(rollouts or "[]")
+    ]
+    return _Lease(assignment, None, picked, expired)
 
 
 def release_assignment(*, annotator: User, assignment_id: int, status: str = Assignment.Status.SKIPPED) -> Assignment:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Value, When
 
 from labeling.models import RATIONALE_MAX_CHARS, Assignment, Ranking, RankingTask
@@ -122,6 +123,12 @@ def submit_ranking(
     `rationale` is the annotator's optional reason, stored as typed (trimmed), at most RATIONALE_MAX_CHARS.
     """
     try:
+        if connection.vendor == "postgresql":
+            stored = _submit_in_one_statement(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms, rationale)
+            if stored is not None:
+                return stored
+        # SQLite; or on Postgres a lease that is not live any more, or changed between the read and the write
+        # (a concurrent retry won, it lapsed): decided under the assignment's row lock.
         with transaction.atomic():
             return _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms, rationale)
     except IntegrityError:
@@ -146,6 +153,91 @@ def _clean_rationale(rationale: object) -> str:
     return rationale
 
 
+# The write half of a submit on Postgres, as one statement (atomic without BEGIN/COMMIT): the assignment moves
+# from leased to submitted only if it is still the very lease that was read and checked (same annotator, still
+# leased and live, same leased_at: a lapsed lease re-leased to them has a new display order); only then is the
+# ranking inserted and the task counted. A concurrent retry waits on the assignment's row lock, then finds it
+# submitted and writes nothing; UNIQUE(assignment) and UNIQUE(task, annotator) stand behind it.
+_SUBMIT_SQL = """
+WITH done AS (
+    UPDATE {assignment} SET status = 'submitted', finished_at = %s
+    WHERE id = %s AND annotator_id = %s AND status = 'leased' AND leased_until > %s AND leased_at = %s
+    RETURNING task_id
+),
+counted AS (
+    UPDATE {task} t
+    SET completed_count = t.completed_count + 1,
+        status = CASE WHEN t.completed_count >= t.overlap - 1 THEN 'done' ELSE t.status END
+    FROM done WHERE t.id = done.task_id
+)
+INSERT INTO {ranking} ({columns}) SELECT {values} FROM done RETURNING id
+"""
+
+
+def _submit_in_one_statement(
+    annotator, assignment_id, tiers, all_bad, flags, time_spent_ms, rationale
+) -> SubmitResult | None:
+    """Postgres: read the assignment, check the ranking against it, write in one statement (two round trips).
+
+    None when the lease is not plainly live (submitted, skipped, lapsed) or changed before the write: the
+    locked path then gives the answer (the first ranking, or the refusal) exactly as before.
+    """
+    now = clock.now()
+    assignment = Assignment.objects.filter(pk=assignment_id).first()
+    if assignment is None:
+        raise RankingRejected(f"Unknown task assignment {assignment_id}.", code="unknown_assignment")
+    if assignment.annotator_id != annotator.pk:
+        raise RankingRejected(f"Assignment {assignment_id} is not leased to you.", code="not_your_assignment")
+    if assignment.status != Assignment.Status.LEASED or assignment.leased_until <= now:
+        return None
+    ranking = _checked_ranking(assignment, annotator, now, tiers, all_bad, flags, time_spent_ms, rationale)
+    # Every column from the model's own fields and their preparation (defaults and auto_now_add included), so a
+    # field added to Ranking is written here as the ORM would write it.
+    fields = [field for field in Ranking._meta.concrete_fields if not field.primary_key]
+    values = [field.get_db_prep_save(field.pre_save(ranking, add=True), connection) for field in fields]
+    sql = _SUBMIT_SQL.format(
+        assignment=Assignment._meta.db_table,
+        task=RankingTask._meta.db_table,
+        ranking=Ranking._meta.db_table,
+        columns=", ".join(connection.ops.quote_name(field.column) for field in fields),
+        values=", ".join(["%s"] * len(fields)),
+    )
+    params = [now, assignment.pk, annotator.pk, now, assignment.leased_at, *values]
+    # A savepoint only inside a caller's transaction; alone, the statement is its own transaction.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    ranking.pk = row[0]
+    ranking._state.adding, ranking._state.db = False, connection.alias
+    return SubmitResult(ranking, created=True)
+
+
+def _checked_ranking(assignment, annotator, now, tiers, all_bad, flags, time_spent_ms, rationale) -> Ranking:
+    """The ranking to store for this live lease (unsaved), or RankingRejected saying what is wrong with it."""
+    shown = list(assignment.display_order)
+    if all_bad and not tiers:
+        clean_tiers: list[list[int]] = []
+    else:
+        clean_tiers = normalize_tiers(tiers, shown)
+    clean_flags = _normalize_flags(flags or {}, shown)
+    clean_rationale = _clean_rationale(rationale)
+    server_ms = int((now - assignment.leased_at).total_seconds() * 1000)
+    spent = server_ms if time_spent_ms is None else max(0, min(int(time_spent_ms), _MAX_TIME_SPENT_MS))
+    return Ranking(
+        assignment=assignment,
+        task_id=assignment.task_id,
+        annotator=annotator,
+        tiers=clean_tiers,
+        all_bad=bool(all_bad),
+        flags=clean_flags,
+        display_order=shown,
+        time_spent_ms=spent,
+        rationale=clean_rationale,
+    )
+
+
 def _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms, rationale) -> SubmitResult:
     now = clock.now()
     assignment = Assignment.objects.select_for_update().filter(pk=assignment_id).first()
@@ -164,27 +256,8 @@ def _submit(annotator, assignment_id, tiers, all_bad, flags, time_spent_ms, rati
             code="lease_expired",
         )
 
-    shown = list(assignment.display_order)
-    if all_bad and not tiers:
-        clean_tiers: list[list[int]] = []
-    else:
-        clean_tiers = normalize_tiers(tiers, shown)
-    clean_flags = _normalize_flags(flags or {}, shown)
-    clean_rationale = _clean_rationale(rationale)
-    server_ms = int((now - assignment.leased_at).total_seconds() * 1000)
-    spent = server_ms if time_spent_ms is None else max(0, min(int(time_spent_ms), _MAX_TIME_SPENT_MS))
-
-    ranking = Ranking.objects.create(
-        assignment=assignment,
-        task_id=assignment.task_id,
-        annotator=annotator,
-        tiers=clean_tiers,
-        all_bad=bool(all_bad),
-        flags=clean_flags,
-        display_order=shown,
-        time_spent_ms=spent,
-        rationale=clean_rationale,
-    )
+    ranking = _checked_ranking(assignment, annotator, now, tiers, all_bad, flags, time_spent_ms, rationale)
+    ranking.save(force_insert=True)
     assignment.status = Assignment.Status.SUBMITTED
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])

@@ -249,3 +249,22 @@ def test_the_openapi_schema_is_served(api):
     assert response.status_code == 200
     paths = json.loads(response.content)["paths"]
     assert {"/api/tasks/next/", "/api/rankings/", "/api/prompt-sets/{id}/import/"} <= set(paths)
+
+
+def test_the_next_task_payload_is_what_the_documented_serializer_gives(api):
+    """The hand-built answer equals AssignmentOut's, for the leased assignment and for one read back fresh."""
+    from labeling.api.serializers import AssignmentOut, assignment_payload
+    from labeling.services.queue import next_task_for
+
+    prompt_set = prompt_set_with_tasks(n_prompts=1, rollouts_per_task=4)
+    annotator = AnnotatorFactory()
+    leased = next_task_for(annotator, prompt_set=prompt_set)
+    fresh = Assignment.objects.get(pk=leased.pk)
+    assert assignment_payload(leased) == AssignmentOut(fresh).data == assignment_payload(fresh)
+    assert [r["id"] for r in assignment_payload(leased)["rollouts"]] == fresh.display_order
+
+
+def test_an_unknown_prompt_set_is_still_a_400(api):
+    """The set's existence is checked only when nothing was handed out, and still answered as before."""
+    response = api.post("/api/tasks/next/", {"prompt_set": 999_999}, format="json")
+    assert (response.status_code, response.json()["field"]) == (400, "prompt_set")

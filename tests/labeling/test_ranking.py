@@ -127,3 +127,44 @@ def test_a_flag_reason_that_is_not_a_string_is_a_400(api):
     assert response.status_code == 400
     assert response.json()["code"] == "bad_flag"
     assert not Ranking.objects.exists()
+
+
+def test_a_lease_renewed_between_the_check_and_the_write_is_decided_under_the_lock(monkeypatch):
+    """The one-statement write stores nothing if the lease it checked changed; the locked path then decides.
+
+    Here the lease is renewed with a new display order after the ranking was checked against the old one (as a
+    lapse and a re-lease would): the stored ranking carries the display order of the lease it was stored for.
+    """
+    from datetime import timedelta
+
+    from django.db.models import F
+
+    from labeling.models import Assignment
+    from labeling.services import ranking as ranking_service
+    from labeling.services.queue import next_task_for
+    from tests.factories import AnnotatorFactory
+
+    prompt_set = prompt_set_with_tasks(n_prompts=1, rollouts_per_task=3)
+    annotator = AnnotatorFactory()
+    assignment = next_task_for(annotator, prompt_set=prompt_set)
+    renewed_order = assignment.display_order[::-1]
+    check = ranking_service._checked_ranking
+    calls = []
+
+    def renewing_check(*args, **kwargs):
+        checked = check(*args, **kwargs)
+        if not calls:  # the first check is the fast path's: the lease changes under it
+            Assignment.objects.filter(pk=assignment.pk).update(
+                display_order=renewed_order, leased_at=F("leased_at") + timedelta(microseconds=1)
+            )
+        calls.append(checked)
+        return checked
+
+    monkeypatch.setattr(ranking_service, "_checked_ranking", renewing_check)
+    result = ranking_service.submit_ranking(
+        annotator=annotator, assignment_id=assignment.pk, tiers=[[rid] for rid in assignment.display_order]
+    )
+    assert result.created
+    stored = Ranking.objects.get()
+    assert stored.display_order == renewed_order
+    assert (stored.assignment.status, stored.task.completed_count) == (Assignment.Status.SUBMITTED, 1)
