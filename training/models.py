@@ -97,13 +97,23 @@ class DatasetExport(models.Model):
 
 
 class ModelVersion(models.Model):
+    """Weights the registry knows: a base model registered by hand or on first start, or a run's result."""
+
     class Kind(models.TextChoices):
         POLICY = "policy", "Policy"
         REWARD = "reward", "Reward model"
+        # A pretrained starting point (a local folder, a converted GGUF file, or a cached hub id); it trains and
+        # generates like a policy but was made by no run of ours.
+        BASE = "base", "Base model"
 
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=8, choices=Kind.choices)
     path = models.CharField(max_length=500, help_text="Local path or hub id of the weights.")
+    source = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Where a base model came from: 'gguf:<file> sha256:<hex>', 'hub:<id>' or 'dir:<folder>'.",
+    )
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
     dataset_version = models.ForeignKey(
         DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="models"
@@ -164,7 +174,8 @@ class TrainingRun(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     history = models.JSONField(default=list, blank=True, help_text="Logged points: {step, loss, eval_*...}.")
     log_tail = models.TextField(blank=True)
-    error = models.TextField(blank=True)
+    failure_reason = models.TextField(blank=True, help_text="Why the run failed, in plain words (shown first).")
+    error = models.TextField(blank=True, help_text="The whole error with its traceback.")
     cancel_requested = models.BooleanField(default=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -246,6 +257,10 @@ class GenerationRun(models.Model):
     prompts_total = models.PositiveIntegerField(default=0)
     rollouts_created = models.PositiveIntegerField(default=0)
     duplicates_collapsed = models.PositiveIntegerField(default=0)
+    rollouts_rejected = models.PositiveIntegerField(
+        default=0, help_text="Samples the quality gate kept out of the queue (empty, broken, repetitive, cut off)."
+    )
+    rejected_reasons = models.JSONField(default=dict, blank=True, help_text="{reason: count} of the rejected samples.")
     tasks_created = models.PositiveIntegerField(default=0)
     round = models.PositiveIntegerField(default=0)
     backend = models.CharField(max_length=10, blank=True)
@@ -279,3 +294,135 @@ class RolloutScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reward_model} scored rollout #{self.rollout_id}: {self.score:.4g}"
+
+
+class Judge(models.Model):
+    """A scorer of rollouts (`training.judges`): a registered reward model or a programmatic checker.
+
+    Its auto-rank rankings are written under `user`, a login-less account of its own (no usable password, inactive),
+    with `Ranking.source = "judge"`: they take no overlap slot and never count as human work.
+    """
+
+    class Kind(models.TextChoices):
+        REWARD_MODEL = "reward_model", "Reward model"
+        MATH = "math", "Math (final answer)"
+        EXACT = "exact", "Exact answer"
+        REGEX = "regex", "Regular expression"
+        UNIT_TESTS = "unit_tests", "Unit tests (sandbox)"
+        LENGTH = "length", "Length"
+        FORMAT = "format", "Format"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    config = models.JSONField(default=dict, blank=True, help_text="Kind-specific settings (validated on save).")
+    reward_model = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="judges"
+    )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="judge"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="reward_model", reward_model__isnull=False) | ~Q(kind="reward_model"),
+                name="judge_reward_model_has_a_model",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+
+class JudgeScore(models.Model):
+    """A judge's verdict on one rollout: a score, or None when the judge has no opinion, and why."""
+
+    judge = models.ForeignKey(Judge, on_delete=models.CASCADE, related_name="scores")
+    rollout = models.ForeignKey("labeling.Rollout", on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField(null=True, blank=True, help_text="Empty: not applicable (see details).")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["judge", "rollout"], name="one_judge_score_per_rollout")]
+
+    def __str__(self) -> str:
+        return f"{self.judge.name} on rollout #{self.rollout_id}: {self.score}"
+
+
+class AutoRankJob(models.Model):
+    """A judge scoring a prompt set's rollouts and ranking its tasks, carried out by a worker."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    judge = models.ForeignKey(Judge, on_delete=models.CASCADE, related_name="auto_rank_jobs")
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    rollouts_scored = models.PositiveIntegerField(default=0)
+    tasks_ranked = models.PositiveIntegerField(default=0)
+    tasks_skipped = models.PositiveIntegerField(
+        default=0, help_text="Tasks where the judge had no opinion on some rollout."
+    )
+    error = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Auto-rank #{self.pk}: {self.judge.name} on {self.prompt_set} ({self.get_status_display()})"
+
+
+class BaseModelImport(models.Model):
+    """Registering a base model from a GGUF file: checksum, convert to safetensors, register, in a worker.
+
+    The ModelVersion exists only once its converted folder is in place (the folder is renamed into place, then the
+    row inserted). The folder is named by the GGUF's sha256, so a second import of the same file reuses it.
+    `then_generate` names a prompt set that gets rollouts from the new model once it is registered (`make run`'s
+    demo set).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Converting"
+        SUCCEEDED = "succeeded", "Registered"
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    name = models.CharField(max_length=200)
+    gguf_file = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=40, blank=True)
+    percent = models.FloatField(default=0.0)
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="imports"
+    )
+    then_generate = models.ForeignKey(PromptSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Base model import #{self.pk} {self.name} ({self.get_status_display()})"

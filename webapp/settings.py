@@ -205,6 +205,9 @@ PREFLOOP_DATA_DIR = BASE_DIR / env_str("PREFLOOP_DATA_DIR", str(VAR_DIR / "data"
 PREFLOOP_RUN_HEARTBEAT_TIMEOUT = env_int("PREFLOOP_RUN_HEARTBEAT_TIMEOUT", 120)
 # Default starting model offered in the run form (a local path or a hub id).
 PREFLOOP_DEFAULT_BASE_MODEL = env_str("PREFLOOP_DEFAULT_BASE_MODEL", "")
+# The quality gate keeps degenerate samples (empty, U+FFFD, runaway repetition, cut off at max_new_tokens) out of
+# the ranking queue; they are counted on the generation run. Off: every non-empty sample is queued.
+PREFLOOP_ROLLOUT_QUALITY_GATE = env_bool("PREFLOOP_ROLLOUT_QUALITY_GATE", True)
 
 # --- Celery ---
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

@@ -27,6 +27,7 @@ class GenerationRunAdmin(admin.ModelAdmin):
         "generation_progress",
         "rollouts_created",
         "duplicates_collapsed",
+        "rollouts_rejected",  # by the quality gate; the reasons are on the run's own page
         "tasks_created",
         "round",
         "backend",

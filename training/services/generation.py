@@ -19,6 +19,7 @@ from labeling.services.rounds import add_generated_round
 from training.models import GenerationRun, ModelVersion
 from training.services.dispatch import choose_queue, send_generation_run_on_commit
 from training.services.lifecycle import Heartbeat, RunRejected
+from training.services.rollout_quality import screen_if_enabled
 from training.trainers.generation import GenerationConfig, GenerationResult, generate
 from webapp import clock
 
@@ -53,8 +54,10 @@ def start_generation(
     dispatch: bool = True,
 ) -> GenerationRun:
     """Validate and queue a generation run (sent to a worker on commit unless dispatch=False)."""
-    if policy.kind != ModelVersion.Kind.POLICY:
-        raise RunRejected(f"{policy} is a {policy.kind} model; only policies generate rollouts.", field="policy")
+    if policy.kind not in (ModelVersion.Kind.POLICY, ModelVersion.Kind.BASE):
+        raise RunRejected(
+            f"{policy} is a {policy.kind} model; only policies and base models generate rollouts.", field="policy"
+        )
     config = _generation_config(settings or {})
     run = GenerationRun.objects.create(
         policy=policy,
@@ -109,10 +112,12 @@ def _write(run: GenerationRun, prompt_ids: list[int], result: GenerationResult) 
         locked = GenerationRun.objects.select_for_update().get(pk=run.pk)
         if locked.status != GenerationRun.Status.RUNNING:
             return  # the reaper gave up on us meanwhile; write nothing
+        # Degenerate samples never reach annotators; they are counted on the run instead.
+        screened = screen_if_enabled(result.samples, getattr(result, "finish_reasons", None))
         added = add_generated_round(
             prompt_set=run.prompt_set,
             policy=run.policy.name,
-            samples=zip(prompt_ids, result.samples, strict=True),
+            samples=zip(prompt_ids, screened.kept, strict=True),
             generation={**run.settings, "generation_run": run.pk},
             compare_with=run.compare_with,
         )
@@ -122,6 +127,8 @@ def _write(run: GenerationRun, prompt_ids: list[int], result: GenerationResult) 
             prompts_done=len(prompt_ids),
             rollouts_created=added.rollouts_created,
             duplicates_collapsed=added.duplicates_collapsed,
+            rollouts_rejected=screened.rejected_total,
+            rejected_reasons=dict(screened.rejected),
             tasks_created=added.tasks_created,
             round=added.round_number,
             backend=result.backend,
