@@ -5,6 +5,10 @@ The reference policy is loaded separately and frozen: from `ref_model` when give
 there is no second copy at all: TRL computes reference log-probs with the adapter disabled. Either way the saved
 output is a plain causal LM (a LoRA adapter is merged first), so generation and the next DPO round load it with
 `AutoModelForCausalLM` and nothing else.
+
+Pairs are tokenized by `tokenization` (TRL's rules: prompt/completion split at the common prefix, EOS on standard
+completions, BOS once), the same function generation takes its prompts from, so a policy samples from exactly the
+context it was trained on.
 """
 
 from __future__ import annotations
@@ -25,10 +29,20 @@ from .evaluation import dpo_metrics, sequence_logps
 from .lifecycle import run_preference_training
 from .progress import Heartbeat, OnLog, ProgressReporter, ShouldStop
 from .result import TrainResult
+from .tokenization import DPO, is_tokenized, tokenize_preference_dataset
 
 
 class _DPOTrainer(ThroughputMixin, DPOTrainer):
-    """TRL's DPOTrainer, counting pairs and tokens for throughput."""
+    """TRL's DPOTrainer, counting pairs and tokens for throughput, taking pairs tokenized by `tokenization`."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if not is_tokenized(dataset, DPO):
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # Already tokenized: what remains of TRL's preparation is its filter of pairs whose prompt alone fills
+        # max_length (keep_start truncation would leave them no completion token; dpo_trainer.py:1134-1140).
+        if args.max_length is not None and args.truncation_mode == "keep_start":
+            dataset = dataset.filter(lambda prompt: len(prompt) < args.max_length, input_columns="prompt_ids")
+        return dataset
 
 
 def train_dpo(
@@ -86,13 +100,16 @@ class _DPORecipe:
             loss_type=[config.loss_type, "sft"] if config.sft_weight > 0 else [config.loss_type],
             loss_weights=[1.0, config.sft_weight] if config.sft_weight > 0 else None,
         )
+        tokenizer = load_tokenizer(self.policy_model)
+        if eval_dataset is not None:
+            eval_dataset = tokenize_preference_dataset(eval_dataset, tokenizer, kind=DPO)
         trainer = _DPOTrainer(
             model=self.policy_model,
             ref_model=_reference_model(self.ref_model, self.policy_model, config),
             args=args,
-            train_dataset=train_dataset,
+            train_dataset=tokenize_preference_dataset(train_dataset, tokenizer, kind=DPO),
             eval_dataset=eval_dataset,
-            processing_class=load_tokenizer(self.policy_model),
+            processing_class=tokenizer,
             peft_config=_lora_config(config) if config.lora else None,
             callbacks=[progress],
         )

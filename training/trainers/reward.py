@@ -1,9 +1,10 @@
 """Bradley-Terry reward-model training: the shared lifecycle (setup -> evaluate -> train -> evaluate -> save) over TRL.
 
 TRL's `RewardTrainer` loads `base_model` as `AutoModelForSequenceClassification(num_labels=1)` (a causal-LM
-checkpoint gets a fresh scalar head), appends EOS, tokenizes, and minimises -log sigmoid(r_chosen - r_rejected).
-We add what a production run needs around it: progress/cancel/heartbeat, held-out accuracy before and after, and
-throughput figures.
+checkpoint gets a fresh scalar head) and minimises -log sigmoid(r_chosen - r_rejected). The pairs are tokenized by
+`tokenization` (TRL's own rules: EOS appended, BOS once, chat template), the function reward scoring uses too, and
+TRL sees the id columns and skips its own tokenizing. We add what a production run needs around it:
+progress/cancel/heartbeat, held-out accuracy before and after, and throughput figures.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .evaluation import reward_metrics, reward_scores
 from .lifecycle import run_preference_training
 from .progress import Heartbeat, OnLog, ProgressReporter, ShouldStop
 from .result import TrainResult
+from .tokenization import REWARD, tokenize_preference_dataset
 
 
 class _RewardTrainer(ThroughputMixin, RewardTrainer):
@@ -73,12 +75,16 @@ class _RewardRecipe:
             **trl_arguments(self.config, output_dir=output_dir, device=device),
             center_rewards_coefficient=self.config.center_rewards_coefficient,
         )
+        tokenizer = load_tokenizer(self.base_model)
+        if eval_dataset is not None:
+            eval_dataset = tokenize_preference_dataset(eval_dataset, tokenizer, kind=REWARD)
         trainer = _RewardTrainer(
             model=self.base_model,
             args=args,
-            train_dataset=train_dataset,
+            # With chosen_ids/rejected_ids present, TRL only applies its max_length filter.
+            train_dataset=tokenize_preference_dataset(train_dataset, tokenizer, kind=REWARD),
             eval_dataset=eval_dataset,
-            processing_class=load_tokenizer(self.base_model),
+            processing_class=tokenizer,
             callbacks=[progress],
         )
         quiet_console(trainer)
