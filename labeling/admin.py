@@ -188,7 +188,7 @@ class PromptAdminForm(forms.ModelForm):
 
     class Meta:
         model = Prompt
-        fields = ["prompt_set", "text", "messages", "external_id", "metadata"]
+        fields = ["prompt_set", "text", "messages", "external_id", "metadata", "reference_answer", "reference_tests"]
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -316,6 +316,6 @@ class AssignmentAdmin(ReadOnlyAdmin):
 
 @admin.register(Ranking)
 class RankingAdmin(ReadOnlyAdmin):
-    list_display = ["id", "task", "annotator", "tiers", "all_bad", "flags", "time_spent_ms", "created_at"]
-    list_filter = ["all_bad", "task__prompt_set"]
+    list_display = ["id", "task", "annotator", "source", "tiers", "all_bad", "flags", "time_spent_ms", "created_at"]
+    list_filter = ["source", "all_bad", "task__prompt_set"]
     list_select_related = ["task", "annotator"]

@@ -33,6 +33,10 @@ class PromptSet(models.Model):
         help_text="How many different annotators rank each task.",
     )
     is_paused = models.BooleanField(default=False, help_text="Paused sets hand out no new tasks.")
+    show_references = models.BooleanField(
+        default=False,
+        help_text="Show prompts' reference answers and tests to annotators (by default only judges see them).",
+    )
     guidelines = models.TextField(
         blank=True,
         help_text="How to rank this set (Markdown): shown to annotators above its tasks.",
@@ -66,6 +70,9 @@ class Prompt(models.Model):
     content_hash = models.CharField(max_length=64, help_text="sha256 of the prompt's canonical JSON.")
     external_id = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # References for judges (imported as "answer" / "tests"); empty when the prompt has none.
+    reference_answer = models.TextField(blank=True, help_text="Expected final answer (exact, regex, math judges).")
+    reference_tests = models.TextField(blank=True, help_text="Python test script (unit-test judge).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -196,13 +203,25 @@ class Assignment(models.Model):
 
 
 class Ranking(models.Model):
-    """What the annotator said, stored as given: pairs are derived at export, not here."""
+    """What the annotator said, stored as given: pairs are derived at export, not here.
+
+    A ranking is a human's (`source="human"`, through an assignment of the queue) or a judge's (`source="judge"`,
+    written by auto-rank under the judge's own login-less user, with no assignment): judge rankings take no overlap
+    slot and no lease, so the queue never sees them, and human statistics filter them out by `source`.
+    """
 
     class FlagReason(models.TextChoices):
         HARMFUL = "harmful", "Harmful"
         BROKEN = "broken", "Broken"
 
-    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="ranking")
+    class Source(models.TextChoices):
+        HUMAN = "human", "Human"
+        JUDGE = "judge", "Judge (auto-rank)"
+
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.CASCADE, related_name="ranking"
+    )
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.HUMAN, db_index=True)
     task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="rankings")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rankings")
     tiers = models.JSONField(help_text="Rollout ids best → worst; ids in one inner list are tied.")
@@ -219,6 +238,11 @@ class Ranking(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["task", "annotator"], name="ranking_once_per_annotator"),
+            # Human rankings come through the queue (an assignment); judge rankings never do.
+            models.CheckConstraint(
+                condition=Q(source="human", assignment__isnull=False) | Q(source="judge", assignment__isnull=True),
+                name="ranking_assignment_iff_human",
+            ),
         ]
         indexes = [models.Index(fields=["created_at"], name="ranking_created_idx")]
         # The annotator's right (labeling.roles.ANNOTATE): distinct from add_ranking, which is the admin's.

@@ -62,7 +62,8 @@ def progress_of(prompt_set: PromptSet) -> Progress:
         done=counts["done"],
         in_progress=counts["in_progress"],
         open=counts["total"] - counts["done"] - counts["in_progress"],
-        rankings=Ranking.objects.filter(task__prompt_set=prompt_set).count(),
+        # Human work only: judge rankings (auto-rank) are tool feedback, not progress of the annotators.
+        rankings=Ranking.objects.filter(task__prompt_set=prompt_set, source=Ranking.Source.HUMAN).count(),
     )
 
 
@@ -193,7 +194,8 @@ def rankings_after(*, prompt_set_id: int, after_id: int) -> tuple[int, int]:
 def rankings_by_round(*, prompt_set_ids: list[int]) -> Iterator[tuple[int, int, list, bool, dict]]:
     """(task round, prompt id, tiers, all_bad, flags) of every ranking of the sets."""
     return (
-        Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids)
+        # Human win rates: judge rankings are the judges' opinion (see training.services.judging for theirs).
+        Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids, source=Ranking.Source.HUMAN)
         .order_by("id")
         .values_list("task__round", "task__prompt_id", "tiers", "all_bad", "flags")
         .iterator(chunk_size=EXPORT_CHUNK)
@@ -251,7 +253,7 @@ def rankings_for_agreement(
     With `tasks_of_annotator_id`, every annotator's rankings of the tasks that annotator ranked: their
     agreement is with the others' rankings of the same tasks.
     """
-    rankings = Ranking.objects.all()
+    rankings = Ranking.objects.filter(source=Ranking.Source.HUMAN)  # judges' rankings are not annotators' work
     if prompt_set_id is not None:
         rankings = rankings.filter(task__prompt_set_id=prompt_set_id)
     if tasks_of_annotator_id is not None:
@@ -269,7 +271,7 @@ def ranking_timings(
     *, prompt_set_id: int | None = None, annotator_id: int | None = None
 ) -> Iterator[tuple[int, datetime, int, bool]]:
     """(annotator id, submitted at, time spent in ms, all_bad) of the rankings, oldest first."""
-    rankings = Ranking.objects.all()
+    rankings = Ranking.objects.filter(source=Ranking.Source.HUMAN)
     if prompt_set_id is not None:
         rankings = rankings.filter(task__prompt_set_id=prompt_set_id)
     if annotator_id is not None:

@@ -296,6 +296,98 @@ class RolloutScore(models.Model):
         return f"{self.reward_model} scored rollout #{self.rollout_id}: {self.score:.4g}"
 
 
+class Judge(models.Model):
+    """A scorer of rollouts (`training.judges`): a registered reward model or a programmatic checker.
+
+    Its auto-rank rankings are written under `user`, a login-less account of its own (no usable password, inactive),
+    with `Ranking.source = "judge"`: they take no overlap slot and never count as human work.
+    """
+
+    class Kind(models.TextChoices):
+        REWARD_MODEL = "reward_model", "Reward model"
+        MATH = "math", "Math (final answer)"
+        EXACT = "exact", "Exact answer"
+        REGEX = "regex", "Regular expression"
+        UNIT_TESTS = "unit_tests", "Unit tests (sandbox)"
+        LENGTH = "length", "Length"
+        FORMAT = "format", "Format"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    config = models.JSONField(default=dict, blank=True, help_text="Kind-specific settings (validated on save).")
+    reward_model = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="judges"
+    )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="judge"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="reward_model", reward_model__isnull=False) | ~Q(kind="reward_model"),
+                name="judge_reward_model_has_a_model",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+
+class JudgeScore(models.Model):
+    """A judge's verdict on one rollout: a score, or None when the judge has no opinion, and why."""
+
+    judge = models.ForeignKey(Judge, on_delete=models.CASCADE, related_name="scores")
+    rollout = models.ForeignKey("labeling.Rollout", on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField(null=True, blank=True, help_text="Empty: not applicable (see details).")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["judge", "rollout"], name="one_judge_score_per_rollout")]
+
+    def __str__(self) -> str:
+        return f"{self.judge.name} on rollout #{self.rollout_id}: {self.score}"
+
+
+class AutoRankJob(models.Model):
+    """A judge scoring a prompt set's rollouts and ranking its tasks, carried out by a worker."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    judge = models.ForeignKey(Judge, on_delete=models.CASCADE, related_name="auto_rank_jobs")
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    rollouts_scored = models.PositiveIntegerField(default=0)
+    tasks_ranked = models.PositiveIntegerField(default=0)
+    tasks_skipped = models.PositiveIntegerField(
+        default=0, help_text="Tasks where the judge had no opinion on some rollout."
+    )
+    error = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Auto-rank #{self.pk}: {self.judge.name} on {self.prompt_set} ({self.get_status_display()})"
+
+
 class BaseModelImport(models.Model):
     """Registering a base model from a GGUF file: checksum, convert to safetensors, register, in a worker.
 

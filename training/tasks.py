@@ -35,3 +35,10 @@ def auto_train() -> list[int]:
 @shared_task(acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_GENERATION)
 def execute_generation_run(run_id: int) -> str:
     return generation.execute_generation(run_id).status
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, name="training.execute_auto_rank")
+def execute_auto_rank(job_id: int) -> str:
+    from training.services import judging  # imported here: scoring code loads only in workers that run a job
+
+    return judging.execute_auto_rank(job_id).status

@@ -113,6 +113,9 @@ def import_records(
                     content_hash=key,
                     external_id=record.external_id,
                     metadata=record.metadata,
+                    # Kept for judges, never shown to annotators unless the set says so (PromptSet.show_references).
+                    reference_answer=record.answer,
+                    reference_tests=record.tests,
                 )
                 for key, record in hashes.items()
                 if key not in existing

@@ -3,8 +3,10 @@
 Accepted shapes (one JSON object per line):
 - grouped:   {"prompt": ..., "responses": ["...", {"text": "...", "policy": "..."}], "policy"?: "..."}
 - one-per-line: {"prompt": ..., "response": "...", "policy"?: "..."}
-`prompt` is a string or a chat: a list of {"role", "content"} messages. Optional "id" and "metadata".
-CSV: a header with `prompt` and either `response` (+ optional `policy`, `id`) or `response_1..response_n`.
+`prompt` is a string or a chat: a list of {"role", "content"} messages. Optional "id" and "metadata", and the
+references judges check against: "answer" (a string or a number) and "tests" (a Python test script).
+CSV: a header with `prompt` and either `response` (+ optional `policy`, `id`) or `response_1..response_n`, and
+optional `answer` / `tests` columns. Where a one-rollout-per-line file repeats a prompt, its first reference wins.
 
 Every value that will be stored is checked here, so that the database never sees what it cannot hold
 (a write that fails half-way through an import is a 500, not a line number):
@@ -68,6 +70,8 @@ class PromptRecord:
     external_id: str = ""
     metadata: dict = field(default_factory=dict)
     responses: list[ResponseRecord] = field(default_factory=list)
+    answer: str = ""  # references for judges; empty when the line has none
+    tests: str = ""
 
     @property
     def content_hash(self) -> str:
@@ -193,6 +197,7 @@ def _record_from_object(obj: object, line: int, max_chars: int) -> PromptRecord:
     record = PromptRecord(
         line=line, text=text, messages=messages, external_id=external_id, metadata=_check_metadata(metadata)
     )
+    record.answer, record.tests = _check_references(obj, max_chars)
     if "responses" in obj:
         responses = obj["responses"]
         if not isinstance(responses, list):
@@ -208,6 +213,20 @@ def _record_from_object(obj: object, line: int, max_chars: int) -> PromptRecord:
     else:
         raise _LineError("missing field 'responses' (a list) or 'response' (one rollout per line)")
     return record
+
+
+def _check_references(obj: dict, max_chars: int) -> tuple[str, str]:
+    """The optional "answer" (a string, or a number written as JSON writes it) and "tests" (a string)."""
+    answer = obj.get("answer")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        if isinstance(answer, float) and not math.isfinite(answer):
+            raise _LineError("'answer' must be a finite number")
+        answer = json.dumps(answer)
+    tests = obj.get("tests")
+    return (
+        "" if answer is None else _check_text(answer, "'answer'", max_chars),
+        "" if tests is None else _check_text(tests, "'tests'", max_chars),
+    )
 
 
 def _json_lines(text: str) -> Iterator[str]:
@@ -273,6 +292,9 @@ def _csv_records(text: str, max_chars: int, errors: list[LineError], *, undecoda
         obj: dict = {"prompt": row["prompt"], "policy": row.get("policy") or ""}
         if row.get("id"):
             obj["id"] = row["id"]
+        for reference in ("answer", "tests"):
+            if row.get(reference):
+                obj[reference] = row[reference]
         if numbered:
             obj["responses"] = [row[c] for c in numbered if row.get(c)]
         else:
@@ -290,6 +312,8 @@ def _merge_by_prompt(records: Iterable[PromptRecord]) -> list[PromptRecord]:
         key = record.content_hash
         if key in merged:
             merged[key].responses.extend(record.responses)
+            merged[key].answer = merged[key].answer or record.answer
+            merged[key].tests = merged[key].tests or record.tests
         else:
             merged[key] = record
     return list(merged.values())

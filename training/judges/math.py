@@ -26,10 +26,10 @@ class MathJudge(Judge):
         if item.reference.answer is None:
             return not_applicable("no_reference_answer")
         timeout = self.config.timeout_seconds if threading.current_thread() is threading.main_thread() else None
-        gold = parse(item.reference.answer, parsing_timeout=timeout)  # type: ignore[arg-type]
+        gold = parse(item.reference.answer, parsing_timeout=timeout)
         if not gold:
             return not_applicable("reference_answer_unparsable", answer=item.reference.answer[:200])
-        found = parse(item.completion, parsing_timeout=timeout)  # type: ignore[arg-type]
+        found = parse(item.completion, parsing_timeout=timeout)
         if not found:
             return JudgeResult(0.0, {"reason": "no_answer_found"})
         same = verify(gold, found, timeout_seconds=timeout)

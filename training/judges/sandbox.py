@@ -153,7 +153,9 @@ def _run(files: Mapping[str, str], entry: str, limits: SandboxLimits, scratch: s
             stderr=stderr,
             start_new_session=True,
             close_fds=True,
-            **({"user": _NOBODY, "group": _NOBODY, "extra_groups": []} if as_root else {}),
+            user=_NOBODY if as_root else None,
+            group=_NOBODY if as_root else None,
+            extra_groups=[] if as_root else None,
         )
         timed_out = False
         try:
