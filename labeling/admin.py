@@ -12,6 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from labeling import rollout_finish
 from labeling.charts import progress_bar_svg
 from labeling.forms import ImportForm
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
@@ -255,8 +256,36 @@ class RolloutInline(admin.TabularInline):
     form = RolloutInlineForm
     formset = RolloutFormSet
     extra = 0
-    fields = ["policy", "text", "generation"]
+    fields = ["policy", "text", "generation", "finished"]
+    readonly_fields = ["finished"]
     can_delete = False
+
+    @admin.display(description="finished")
+    def finished(self, rollout: Rollout) -> str:
+        """Cut off at max_new_tokens, ended, or not recorded (imported rollouts)."""
+        reason = rollout_finish.finish_reason(rollout.generation) if rollout.pk else None
+        if reason == rollout_finish.LENGTH:
+            return "CUT OFF at max_new_tokens (never a chosen answer by default)"
+        return {rollout_finish.STOP: "ended"}.get(reason or "", "—")
+
+
+class CutOffRolloutsFilter(admin.SimpleListFilter):
+    """Prompts holding a rollout generation cut off at max_new_tokens."""
+
+    title = "cut-off rollouts"
+    parameter_name = "cut_off"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "has cut-off rollouts"), ("no", "none cut off")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        # A subquery, not a join: a prompt with several cut-off rollouts is listed once.
+        cut_off = Rollout.objects.filter(rollout_finish.cut_off_q()).values("prompt_id")
+        if self.value() == "yes":
+            return queryset.filter(pk__in=cut_off)
+        if self.value() == "no":
+            return queryset.exclude(pk__in=cut_off)
+        return queryset
 
 
 @admin.register(Prompt)
@@ -265,7 +294,7 @@ class PromptAdmin(admin.ModelAdmin):
 
     form = PromptAdminForm
     list_display = ["id", "__str__", "prompt_set", "external_id"]
-    list_filter = ["prompt_set"]
+    list_filter = ["prompt_set", CutOffRolloutsFilter]
     search_fields = ["text", "external_id"]
     inlines = [RolloutInline]
 

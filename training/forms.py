@@ -23,6 +23,7 @@ from training.services.autotrain import validate_auto_train_policy
 from training.services.export import RULE_FIELDS, ExportError, ExportOptions
 from training.services.registry import RegistrationError, validate_base_model_path
 from training.services.runs import RunRejected, validate_run_request
+from training.trainers import generation as sampling
 from training.trainers.config import RUN_CONFIGS
 from training.trainers.length_estimate import CONFIRM_SHARE, LengthEstimate, estimate_run_lengths
 
@@ -341,15 +342,33 @@ class GenerationForm(forms.Form):
 
     policy = forms.ModelChoiceField(queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY))
     prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.all())
-    n_samples = forms.IntegerField(min_value=1, max_value=64, initial=4, help_text="Samples per prompt.")
-    temperature = forms.FloatField(min_value=0, initial=1.0)
-    top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=1.0)
-    max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=256)
-    seed = forms.IntegerField(min_value=0, initial=0)
+    # Bounds from the sampling config (`GenerationConfig` checks them again); every setting is passed to the engine,
+    # none is left to the model's generation_config.json or the library's defaults.
+    n_samples = forms.IntegerField(
+        min_value=1, max_value=sampling.MAX_SAMPLES, initial=4, help_text="Samples per prompt."
+    )
+    temperature = forms.FloatField(
+        min_value=0, max_value=sampling.MAX_TEMPERATURE, initial=1.0, help_text="0 is greedy decoding."
+    )
+    top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=1.0, help_text="1 is off.")
+    top_k = forms.IntegerField(min_value=0, max_value=sampling.MAX_TOP_K, initial=0, help_text="0 is off.")
+    repetition_penalty = forms.FloatField(
+        min_value=sampling.MIN_REPETITION_PENALTY,
+        max_value=sampling.MAX_REPETITION_PENALTY,
+        initial=1.0,
+        help_text="1 is off.",
+    )
+    max_new_tokens = forms.IntegerField(
+        min_value=1,
+        max_value=sampling.MAX_NEW_TOKENS,
+        initial=256,
+        help_text="A sample still running at this length is cut off and marked so (never a chosen answer).",
+    )
+    seed = forms.IntegerField(min_value=0, max_value=sampling.MAX_SEED, initial=0)
     compare_with = forms.CharField(
         required=False,
         help_text="Policy whose rollouts the new tasks mix in (blank: the policy's parent, if it has rollouts here).",
     )
 
     def settings(self) -> dict:
-        return {k: self.cleaned_data[k] for k in ("n_samples", "temperature", "top_p", "max_new_tokens", "seed")}
+        return {k: self.cleaned_data[k] for k in ("n_samples", *sampling.SAMPLING_KEYS)}

@@ -44,28 +44,30 @@ def add_generated_round(
     *,
     prompt_set: PromptSet,
     policy: str,
-    samples: Iterable[tuple[int, Iterable[str]]],
+    samples: Iterable[tuple[int, Iterable[str | tuple[str, dict]]]],
     generation: dict,
     compare_with: str = "",
 ) -> RoundAdded:
     """Store `policy`'s samples as rollouts of the set and form the next round's tasks from them.
 
-    `samples` pairs a prompt id of the set with the texts sampled for it; empty texts are dropped.
-    `generation` (sampling settings and provenance) is stored on each rollout with the round number.
+    `samples` pairs a prompt id of the set with the texts sampled for it; empty texts are dropped. A text may come
+    as (text, fields) with fields of its own (e.g. its finish reason); of identical texts, the first one's are kept.
+    `generation` (sampling settings and provenance) is stored on each rollout with its fields and the round number.
     With `compare_with`, each task mixes the new rollouts with that policy's rollouts of the same
     prompt, so the round's rankings compare the two policies; without, new rollouts are grouped plainly.
     """
     with transaction.atomic():
         PromptSet.objects.select_for_update().filter(pk=prompt_set.pk).first()
         round_number = next_round_number(prompt_set)
-        fresh: dict[tuple[int, str], str] = {}
+        fresh: dict[tuple[int, str], tuple[str, dict]] = {}
         sampled = 0
         for prompt_id, texts in samples:
-            for text in texts:
+            for sample in texts:
+                text, own = (sample, {}) if isinstance(sample, str) else sample
                 if not text:
                     continue
                 sampled += 1
-                fresh.setdefault((prompt_id, sha256_text(text)), text)
+                fresh.setdefault((prompt_id, sha256_text(text)), (text, own))
         _refuse_foreign_prompts(prompt_set, {prompt_id for prompt_id, _ in fresh})
         stored = Rollout.objects.filter(prompt__prompt_set=prompt_set, policy=policy)
         before = stored.count()
@@ -76,9 +78,9 @@ def add_generated_round(
                     policy=policy,
                     content_hash=digest,
                     text=text,
-                    generation={**generation, "round": round_number},
+                    generation={**generation, **own, "round": round_number},
                 )
-                for (prompt_id, digest), text in fresh.items()
+                for (prompt_id, digest), (text, own) in fresh.items()
             ],
             ignore_conflicts=True,
             batch_size=BATCH_SIZE,

@@ -5,6 +5,10 @@ the run, asks labeling to add the samples as a new round (`labeling.services.rou
 then the tasks that mix them with the previous policy's, duplicates collapsed) and records the
 outcome on the run, so the queue never holds half a generation and a run never claims one it did
 not write. Training reads and writes labeling's tables only through labeling's selectors and services.
+
+Every rollout records what decided it: each sampling setting, written out even where it was left at its default
+(`_generation_record`), the engine and stop ids, and its own finish reason ("stop", or "length" when cut off at
+max_new_tokens; `labeling.rollout_finish` reads it, e.g. to keep cut-off rollouts from being chosen in an export).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 
+from labeling.rollout_finish import FINISH_REASON
 from labeling.selectors import policy_has_rollouts, prompt_inputs_of_set
 from labeling.services.rounds import add_generated_round
 from training.models import GenerationRun, ModelVersion
@@ -107,6 +112,31 @@ def execute_generation(run_id: int) -> GenerationRun:
     return GenerationRun.objects.get(pk=run.pk)
 
 
+def _generation_record(run: GenerationRun, result: GenerationResult) -> dict:
+    """What every rollout of the run records: each sampling setting (defaults written out, so a run queued before a
+    setting existed records the value it sampled with), the engine, the ids that ended samples, and the run."""
+    config = _generation_config(run.settings)
+    return {
+        **config.to_dict(),
+        **config.sampling(),
+        "backend": result.backend,
+        "stop_token_ids": result.stop_token_ids,
+        "generation_run": run.pk,
+    }
+
+
+def _with_finish(
+    samples: list[list[str]], finish_reasons: list[list[str | None]] | None
+) -> list[list[str | tuple[str, dict]]]:
+    """Each sample with its own finish reason ("stop"/"length"), for the round to store on its rollout."""
+    if not finish_reasons:
+        return [list(texts) for texts in samples]
+    return [
+        [(text, {FINISH_REASON: reason}) if reason else text for text, reason in zip(texts, reasons, strict=True)]
+        for texts, reasons in zip(samples, finish_reasons, strict=True)
+    ]
+
+
 def _write(run: GenerationRun, prompt_ids: list[int], result: GenerationResult) -> None:
     with transaction.atomic():
         locked = GenerationRun.objects.select_for_update().get(pk=run.pk)
@@ -117,8 +147,8 @@ def _write(run: GenerationRun, prompt_ids: list[int], result: GenerationResult) 
         added = add_generated_round(
             prompt_set=run.prompt_set,
             policy=run.policy.name,
-            samples=zip(prompt_ids, screened.kept, strict=True),
-            generation={**run.settings, "generation_run": run.pk},
+            samples=zip(prompt_ids, _with_finish(screened.kept, screened.kept_finish_reasons), strict=True),
+            generation=_generation_record(run, result),
             compare_with=run.compare_with,
         )
         GenerationRun.objects.filter(pk=run.pk).update(
