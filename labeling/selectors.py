@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from django.db.models import Avg, Count, F, Max, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db import connection
+from django.db.models import Avg, Count, F, Max, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast, Coalesce
 
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
 
@@ -182,6 +183,47 @@ def rollout_texts_of_prompts(prompt_ids: Iterable[int]) -> dict[int, tuple[str, 
         for rid, text, policy in rows:
             out[rid] = (text, policy)
     return out
+
+
+def export_ranking_json(
+    *, prompt_set_ids: list[int], since=None, until=None, annotator_ids: list[int] | None = None
+) -> Iterator[tuple[int, int, str, bool, str]]:
+    """Stream (prompt_id, annotator_id, tiers, all_bad, flags) grouped by prompt, tiers and flags as JSON text.
+
+    For the export writer: it decodes a batch of rows with one `json.loads` instead of one per row and field,
+    which was most of the cost of reading a million rankings.
+    """
+    rankings = _selected_rankings(prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids)
+    return (
+        rankings.order_by("task__prompt_id", "id")
+        .annotate(tiers_json=Cast("tiers", TextField()), flags_json=Cast("flags", TextField()))
+        .values_list("task__prompt_id", "annotator_id", "tiers_json", "all_bad", "flags_json")
+        .iterator(chunk_size=EXPORT_CHUNK)
+    )
+
+
+def export_prompt_rows(prompt_ids: list[int]) -> list[tuple[int, str, str | None, str]]:
+    """(id, text, messages as JSON text or None, content_hash) of the prompts, by id.
+
+    Plain SQL: the export reads every prompt and response once, and the ORM's per-row work was ~4× the fetch.
+    """
+    return _rows_by_id(f"SELECT id, text, messages, content_hash FROM {Prompt._meta.db_table}", "id", prompt_ids)
+
+
+def export_rollout_rows(prompt_ids: list[int]) -> list[tuple[int, str, str]]:
+    """(id, text, policy) of every rollout of the prompts, by id (plain SQL, as `export_prompt_rows`)."""
+    return _rows_by_id(f"SELECT id, text, policy FROM {Rollout._meta.db_table}", "prompt_id", prompt_ids)
+
+
+def _rows_by_id(select: str, key: str, ids: list[int]) -> list[tuple]:
+    rows: list[tuple] = []
+    for start in range(0, len(ids), EXPORT_CHUNK):
+        batch = ids[start : start + EXPORT_CHUNK]
+        with connection.cursor() as cursor:  # JSON columns arrive as text: Django loads jsonb with a text loader
+            cursor.execute(f"{select} WHERE {key} IN ({', '.join(['%s'] * len(batch))})", batch)
+            rows.extend(cursor.fetchall())
+    rows.sort()  # by id, across batches
+    return rows
 
 
 def rankings_after(*, prompt_set_id: int, after_id: int) -> tuple[int, int]:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from labeling.selectors import chat_prompts_in_selection, export_rankings, selection_stats
+from labeling.selectors import chat_prompts_in_selection, export_ranking_json, selection_stats
 from training.models import DatasetExport, DatasetVersion
 from training.ratings import bradley_terry, win_probability
 from training.services import dispatch
@@ -242,9 +242,9 @@ def _selection_filters(options: ExportOptions) -> dict[str, Any]:
     }
 
 
-def selected_rankings(options: ExportOptions) -> Iterator[tuple[int, int, list, bool, dict]]:
-    """The selection's rankings, grouped by prompt (what the streaming writer needs)."""
-    return export_rankings(**_selection_filters(options), by_prompt=True)
+def selected_rankings(options: ExportOptions) -> Iterator[tuple[int, int, str, bool, str]]:
+    """The selection's rankings, grouped by prompt, tiers and flags as JSON text (what the streaming writer needs)."""
+    return export_ranking_json(**_selection_filters(options))
 
 
 @dataclass(frozen=True)

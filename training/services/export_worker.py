@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from labeling.selectors import prompts_by_id, rollout_texts_of_prompts
+from labeling.selectors import export_prompt_rows, export_rollout_rows
 from training.models import DatasetExport, DatasetVersion
 from training.services.autotrain import start_follow_up_run
 from training.services.export import (
@@ -101,8 +101,8 @@ def _write(export: DatasetExport, options: ExportOptions, staging: Path) -> Writ
             rankings=selected_rankings(options),
             options=options,
             directory=staging,
-            prompts_by_id=prompts_by_id,
-            rollout_texts_of_prompts=rollout_texts_of_prompts,
+            prompt_rows=export_prompt_rows,
+            rollout_rows=export_rollout_rows,
             on_progress=on_progress,
             forced_test_prompt=forced_test_prompt,
         )

@@ -1,14 +1,19 @@
 """The worker half of an export: rankings streamed from the database → Parquet + JSONL, hashed as written.
 
-Memory is bounded by one chunk of prompts (their rankings, rollout texts and rows), never by the size
-of the export: rankings arrive ordered by prompt, a chunk is expanded into pairs (and aggregated, which
-only ever needs one prompt's pairs), its rows are appended to the open Parquet writers and JSONL files
-of their split, and the chunk is dropped.
+Memory is bounded by one chunk of prompts (their rankings, rollout texts and pair columns), never by the size
+of the export: rankings arrive ordered by prompt, a chunk is expanded into pair columns (`export_pairs`;
+aggregation only ever needs one prompt's pairs), its rows are appended to the open Parquet writers and JSONL
+files of their split in writes of at most WRITE_BYTES of text, and the chunk is dropped.
 
-The content hash is computed from the JSONL bytes as they are written: sha256 over the export rules
-and, per split, the sha256 of that split's JSONL file. Anyone can recompute it from the files
-(`content_hash_of_files`), identical content always yields the same version, and the rows keep the
-order the in-memory export used (by prompt, chosen, rejected, annotator).
+Rows are built column-wise, never as Python objects: each distinct prompt, response and policy of a chunk is
+converted to Arrow and JSON-encoded once, and Arrow's `take` lays them out per row (in C++, without the GIL). A
+JSONL line is exactly `json.dumps(row, ensure_ascii=False)` of the row's dict in column order, assembled by
+Arrow from those pre-encoded pieces: the joined array's data buffer is the file's bytes.
+
+The content hash is computed from the JSONL bytes as they are written: sha256 over the export rules and, per
+split, the sha256 of that split's JSONL file. Anyone can recompute it from the files (`content_hash_of_files`),
+identical content always yields the same version, and the rows are in the documented order (by prompt, chosen,
+rejected, annotator). `tests/training/test_export_writer.py` holds the files to a row-by-row reference.
 
 This module imports pyarrow at the top on purpose: only workers import it (the web process enqueues).
 """
@@ -27,16 +32,27 @@ from itertools import groupby
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from training.services.export import SPLITS, ExportOptions, Pair, collect_pairs, split_score
+from training.services.export import SPLITS, ExportOptions, split_score
+from training.services.export_pairs import PairColumns, RankingJson, pair_columns
 
-#: Prompts whose rankings, texts and rows are held in memory at once. At typical sizes (a few KB of text per
-#: prompt and its rollouts, ~6-40 pairs each) a chunk is tens of MB: big enough that per-chunk queries amortise.
+#: Prompts whose rankings, texts and pair columns are held in memory at once. At typical sizes (a few KB of text
+#: per prompt and its rollouts, ~6-40 pairs each) a chunk is tens of MB: big enough that per-chunk queries amortise.
 PROMPT_CHUNK = 2_000
+#: Text bytes (prompt + chosen + rejected, JSON-encoded) per Parquet/JSONL write. Each write holds its rows twice
+#: (Arrow columns, JSONL buffer): this bounds that memory whatever the texts' lengths, and stays far below the
+#: 2 GiB an Arrow string array can address.
+WRITE_BYTES = 64 << 20
+
+PromptRow = tuple[int, str, str | None, str]  # (id, text, messages JSON or None, content_hash)
+RolloutRow = tuple[int, str, str]  # (id, text, policy)
 
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+_encode_string = json.encoder.encode_basestring  # the C encoder json.dumps(..., ensure_ascii=False) uses
 
 
 def _schema(options: ExportOptions) -> pa.Schema:
@@ -83,103 +99,6 @@ def content_hash_of_files(directory: Path, rules: dict[str, Any]) -> str:
     return combine_hashes(rules, split_digests)
 
 
-_encode_string = json.encoder.encode_basestring  # the C encoder json.dumps(..., ensure_ascii=False) uses
-
-
-def _encode(value: Any) -> str:
-    if isinstance(value, str):
-        return _encode_string(value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-class _SplitWriter:
-    """One split's Parquet writer and JSONL file, fed column batches; hashes the JSONL bytes it writes.
-
-    A JSONL line is exactly `json.dumps(row, ensure_ascii=False)` of the row's dict in column order, but built
-    from pieces: a prompt or response appears in many pairs, so each text is encoded once per batch.
-    """
-
-    def __init__(self, directory: Path, name: str, schema: pa.Schema, clock: StageClock) -> None:
-        self.schema = schema
-        self.clock = clock
-        self.columns = schema.names
-        self.parquet = pq.ParquetWriter(directory / f"{name}.parquet", schema)
-        self.jsonl: IO[bytes] = open(directory / f"{name}.jsonl", "wb")  # noqa: SIM115 - closed in close()
-        self.digest = hashlib.sha256()
-        self.rows = 0
-        # '{"prompt": %s, "chosen": %s, ...}': the separators json.dumps uses by default.
-        self._template = (
-            "{" + ", ".join(_encode_string(name).replace("%", "%%") + ": %s" for name in self.columns) + "}"
-        )
-
-    def write(self, columns: dict[str, list]) -> None:
-        count = len(columns["prompt"])
-        if not count:
-            return
-        with self.clock.stage("arrow"):
-            table = _table(columns, self.schema)
-        with self.clock.stage("parquet"):
-            self.parquet.write_table(table)
-        with self.clock.stage("jsonl"):
-            encoded = [_encode_column(name, columns[name]) for name in self.columns]
-            data = ("\n".join(self._template % row for row in zip(*encoded, strict=True)) + "\n").encode()
-        with self.clock.stage("write+hash"):
-            self.jsonl.write(data)
-            self.digest.update(data)
-        self.rows += count
-
-    def close(self) -> None:
-        self.parquet.close()
-        self.jsonl.close()
-
-
-def _table(columns: dict[str, list], schema: pa.Schema) -> pa.Table:
-    """The batch as an Arrow table; a plain-text column goes in as its distinct texts plus indices.
-
-    A prompt or response recurs across many pairs: converting each distinct Python string once and letting Arrow
-    expand the indices (in C++) is several times faster than converting every row's string.
-    """
-    arrays = []
-    for field in schema:
-        values = columns[field.name]
-        if pa.types.is_string(field.type):
-            positions: dict[int, int] = {}
-            distinct: list[str] = []
-            indices = []
-            for value in values:
-                index = positions.get(id(value))
-                if index is None:
-                    index = positions[id(value)] = len(distinct)
-                    distinct.append(value)
-                indices.append(index)
-            dictionary = pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(distinct, pa.string()))
-            arrays.append(dictionary.cast(pa.string()))
-        else:
-            arrays.append(pa.array(values, field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _encode_column(name: str, values: list) -> list[str]:
-    """Each value as json.dumps(..., ensure_ascii=False) writes it; a text object shared by rows is encoded once."""
-    if not values:
-        return []
-    sample = values[0]
-    if isinstance(sample, bool):
-        return ["true" if value else "false" for value in values]
-    if isinstance(sample, int):
-        return list(map(int.__repr__, values))
-    if isinstance(sample, float):
-        return list(map(float.__repr__, values))  # weights are finite: no NaN/Infinity to special-case
-    encoded: dict[int, str] = {}
-    out = []
-    for value in values:
-        text = encoded.get(id(value))
-        if text is None:
-            text = encoded[id(value)] = _encode(value)
-        out.append(text)
-    return out
-
-
 class StageClock:
     """Seconds spent per stage of an export, summed over chunks (the worker logs them; the benchmark prints them)."""
 
@@ -196,6 +115,142 @@ class StageClock:
 
 
 @dataclass(frozen=True)
+class _Texts:
+    """A chunk's distinct prompts or rollouts: sorted ids, their Parquet values and their JSON encodings."""
+
+    ids: np.ndarray
+    values: pa.Array  # string, or list<struct<role, content>> in the conversational format
+    json: pa.Array  # string: each value as json.dumps(value, ensure_ascii=False) writes it
+    json_bytes: np.ndarray  # UTF-8 length of each JSON encoding (to size writes)
+    policies: pa.Array | None = None  # rollouts only
+    policies_json: pa.Array | None = None
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Where each of `ids` is in this table; every id must be here (a rollout of the chunk's prompts)."""
+        rows = np.searchsorted(self.ids, ids)
+        if len(ids) and (rows.max() >= len(self.ids) or not np.array_equal(self.ids[rows], ids)):
+            missing = sorted(set(ids.tolist()) - set(self.ids.tolist()))[:5]
+            raise ValueError(f"Rankings name ids that were not found with their prompts: {missing}")
+        return rows
+
+
+def _prompt_texts(rows: list[PromptRow], conversational: bool) -> _Texts:
+    if conversational:
+        # A prompt's messages as imported, or its text as one user turn (what the row-by-row export wrote).
+        chats = [
+            (json.loads(messages) if messages is not None else None) or [{"role": "user", "content": text}]
+            for _, text, messages, _ in rows
+        ]
+        values = pa.array(chats, pa.list_(_MESSAGE))
+        encoded = [json.dumps(chat, ensure_ascii=False) for chat in chats]
+    else:
+        texts = [text for _, text, _, _ in rows]
+        values = pa.array(texts, pa.string())
+        encoded = list(map(_encode_string, texts))
+    return _texts([row[0] for row in rows], values, encoded)
+
+
+def _rollout_texts(rows: list[RolloutRow], conversational: bool) -> _Texts:
+    texts = pa.array([text for _, text, _ in rows], pa.string())
+    encoded = [_encode_string(text) for _, text, _ in rows]
+    if conversational:
+        # [{"role": "assistant", "content": text}] per rollout, built from the text array without Python dicts.
+        roles = pa.array(np.full(len(rows), "assistant", dtype=object), pa.string())
+        messages = pa.StructArray.from_arrays([roles, texts], fields=list(_MESSAGE))
+        texts = pa.ListArray.from_arrays(pa.array(np.arange(len(rows) + 1, dtype=np.int32)), messages)
+        encoded = [f'[{{"role": "assistant", "content": {text}}}]' for text in encoded]
+    policies = [policy for _, _, policy in rows]
+    distinct = sorted(set(policies))
+    position = {policy: index for index, policy in enumerate(distinct)}
+    policy_rows = pa.array([position[policy] for policy in policies], pa.int32())
+    return dataclasses.replace(
+        _texts([row[0] for row in rows], texts, encoded),
+        policies=pa.array(distinct, pa.string()).take(policy_rows),
+        policies_json=pa.array([_encode_string(policy) for policy in distinct], pa.string()).take(policy_rows),
+    )
+
+
+def _texts(ids: list[int], values: pa.Array, encoded: list[str]) -> _Texts:
+    json_array = pa.array(encoded, pa.string())
+    return _Texts(
+        ids=np.array(ids, dtype=np.int64),
+        values=values,
+        json=json_array,
+        json_bytes=pc.binary_length(json_array).to_numpy(zero_copy_only=False),
+    )
+
+
+class _SplitWriter:
+    """One split's Parquet writer and JSONL file, fed pair columns; hashes the JSONL bytes it writes."""
+
+    def __init__(self, directory: Path, name: str, schema: pa.Schema, clock: StageClock) -> None:
+        self.schema = schema
+        self.clock = clock
+        self.parquet = pq.ParquetWriter(directory / f"{name}.parquet", schema)
+        self.jsonl: IO[bytes] = open(directory / f"{name}.jsonl", "wb")  # noqa: SIM115 - closed in close()
+        self.digest = hashlib.sha256()
+        self.rows = 0
+        # '{"prompt": ', ', "chosen": ', …, '}\n': the separators json.dumps uses by default, around each value.
+        keys = [_encode_string(name) for name in schema.names]
+        self._pieces = ["{" + keys[0] + ": "] + [", " + key + ": " for key in keys[1:]] + ["}\n"]
+
+    def write(self, pairs: PairColumns, prompts: _Texts, rollouts: _Texts) -> None:
+        with self.clock.stage("columns"):
+            columns = _columns(pairs, prompts, rollouts, self.schema)
+        with self.clock.stage("parquet"):
+            self.parquet.write_table(pa.Table.from_arrays([values for values, _ in columns], schema=self.schema))
+        with self.clock.stage("jsonl"):
+            pieces: list[Any] = []
+            for piece, (_, encoded) in zip(self._pieces, columns, strict=False):
+                pieces += [pa.scalar(piece), encoded]
+            lines = pc.binary_join_element_wise(*pieces, pa.scalar(self._pieces[-1]), "")
+            if lines.null_count:  # a value Arrow could not place would silently drop its line
+                raise ValueError("An export row has a missing value; no file was written.")
+            offsets = np.frombuffer(lines.buffers()[1], np.int32, len(lines) + 1, lines.offset * 4)
+            data = memoryview(lines.buffers()[2])[offsets[0] : offsets[-1]]
+        with self.clock.stage("write+hash"):
+            self.jsonl.write(data)
+            self.digest.update(data)
+        self.rows += len(pairs)
+
+    def close(self) -> None:
+        self.parquet.close()
+        self.jsonl.close()
+
+
+def _columns(
+    pairs: PairColumns, prompts: _Texts, rollouts: _Texts, schema: pa.Schema
+) -> list[tuple[pa.Array, pa.Array]]:
+    """(Parquet values, JSON text) per column of the schema, for these pairs."""
+    prompt, chosen, rejected = prompts.rows(pairs.prompt_id), rollouts.rows(pairs.chosen), rollouts.rows(pairs.rejected)
+    assert rollouts.policies is not None and rollouts.policies_json is not None
+
+    def number(values: np.ndarray) -> tuple[pa.Array, pa.Array]:
+        array = pa.array(values)
+        return array, pc.cast(array, pa.string())  # Arrow prints integers as Python does
+
+    def distinct(values: np.ndarray, encode: Callable[[Any], str]) -> tuple[pa.Array, pa.Array]:
+        # Few distinct weights and tie flags: each is encoded once by Python, then laid out by Arrow.
+        uniques, inverse = np.unique(values, return_inverse=True)
+        return pa.array(values), pa.array([encode(value.item()) for value in uniques], pa.string()).take(inverse)
+
+    columns = {
+        "prompt": (prompts.values.take(prompt), prompts.json.take(prompt)),
+        "chosen": (rollouts.values.take(chosen), rollouts.json.take(chosen)),
+        "rejected": (rollouts.values.take(rejected), rollouts.json.take(rejected)),
+        "prompt_id": number(pairs.prompt_id),
+        "chosen_id": number(pairs.chosen),
+        "rejected_id": number(pairs.rejected),
+        "chosen_policy": (rollouts.policies.take(chosen), rollouts.policies_json.take(chosen)),
+        "rejected_policy": (rollouts.policies.take(rejected), rollouts.policies_json.take(rejected)),
+        "annotator": number(pairs.annotator),
+        "weight": distinct(pairs.weight, float.__repr__),  # finite weights: no NaN/Infinity to special-case
+        "tie": distinct(pairs.tie, json.dumps),
+    }
+    return [columns[name] for name in schema.names]
+
+
+@dataclass(frozen=True)
 class WrittenExport:
     content_hash: str
     n_rankings: int
@@ -206,37 +261,52 @@ class WrittenExport:
     stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-RankingRow = tuple[int, int, list, bool, dict]  # (prompt_id, annotator_id, tiers, all_bad, flags)
-
-
-def _chunks(rankings: Iterable[RankingRow], size: int) -> Iterator[list[list[RankingRow]]]:
+def _chunks(rankings: Iterable[RankingJson], size: int) -> Iterator[list[RankingJson]]:
     """Group rankings (ordered by prompt) into lists of at most `size` prompts, each prompt's rankings together."""
-    chunk: list[list[RankingRow]] = []
+    chunk: list[RankingJson] = []
+    prompts = 0
     for _, group in groupby(rankings, key=lambda row: row[0]):
-        chunk.append(list(group))
-        if len(chunk) >= size:
+        chunk.extend(group)
+        prompts += 1
+        if prompts >= size:
             yield chunk
-            chunk = []
+            chunk, prompts = [], 0
     if chunk:
         yield chunk
 
 
+def _write_slices(pairs: PairColumns, prompts: _Texts, rollouts: _Texts) -> Iterator[PairColumns]:
+    """`pairs` cut into consecutive runs of at most WRITE_BYTES of text (a single longer row goes alone)."""
+    text_bytes = (
+        prompts.json_bytes[prompts.rows(pairs.prompt_id)]
+        + rollouts.json_bytes[rollouts.rows(pairs.chosen)]
+        + rollouts.json_bytes[rollouts.rows(pairs.rejected)]
+    )
+    ends = np.cumsum(text_bytes)
+    start = 0
+    while start < len(pairs):
+        stop = max(int(np.searchsorted(ends, (ends[start - 1] if start else 0) + WRITE_BYTES, "right")), start + 1)
+        yield pairs.take(np.arange(start, stop))
+        start = stop
+
+
 def write_export(
     *,
-    rankings: Iterable[RankingRow],
+    rankings: Iterable[RankingJson],
     options: ExportOptions,
     directory: Path,
-    prompts_by_id: Callable[[set[int]], dict[int, dict]],
-    rollout_texts_of_prompts: Callable[[set[int]], dict[int, tuple[str, str]]],
+    prompt_rows: Callable[[list[int]], list[PromptRow]],
+    rollout_rows: Callable[[list[int]], list[RolloutRow]],
     on_progress: Callable[[int, int], None] = lambda rankings, pairs: None,
     forced_test_prompt: int | None = None,
     prompt_chunk: int | None = None,
 ) -> WrittenExport:
     """Stream `rankings` (ordered by prompt id) into train/test Parquet + JSONL files in `directory`.
 
-    The prompt text and responses are written exactly as stored (byte for byte); chat prompts go out as
-    their message lists in the conversational format. The caller refuses chat prompts in the standard
-    format before this runs (`export.check_selection`).
+    `prompt_rows` and `rollout_rows` read a chunk's prompts and their rollouts (sorted by id). The prompt text
+    and responses are written exactly as stored (byte for byte); chat prompts go out as their message lists in
+    the conversational format. The caller refuses chat prompts in the standard format before this runs
+    (`export.check_selection`).
 
     A prompt goes to test when its split score (a hash of its content and the seed) is below
     `test_fraction`, or when it is `forced_test_prompt`: the caller re-runs a small export with the
@@ -257,24 +327,26 @@ def write_export(
             if chunk is None:
                 break
             with clock.stage("pairs"):
-                flat = [ranking for prompt_rankings in chunk for ranking in prompt_rankings]
-                pairs, counted = collect_pairs(flat, options)
-            n_rankings += counted
-            if pairs:
+                pairs = pair_columns(chunk, options)
+            n_rankings += len(chunk)
+            if len(pairs):
+                prompt_ids = np.unique(pairs.prompt_id)
                 with clock.stage("texts"):
-                    prompts = prompts_by_id({pair.prompt_id for pair in pairs})
-                    texts = rollout_texts_of_prompts(set(prompts))
-                split_of = {}
-                for pid, prompt in prompts.items():
-                    score = split_score(prompt["content_hash"], options.seed)
+                    prompt_data = prompt_rows(prompt_ids.tolist())
+                    rollout_data = rollout_rows(prompt_ids.tolist())
+                with clock.stage("encode texts"):
+                    prompts = _prompt_texts(prompt_data, conversational)
+                    rollouts = _rollout_texts(rollout_data, conversational)
+                in_test = np.zeros(len(prompt_ids), dtype=bool)
+                for index, (pid, _, _, content_hash) in enumerate(prompt_data):
+                    score = split_score(content_hash, options.seed)
                     lowest = min(lowest, (score, pid)) if lowest else (score, pid)
-                    in_test = score < options.test_fraction or pid == forced_test_prompt
-                    split_of[pid] = "test" if in_test else "train"
-                prompts_seen += len(prompts)
-                with clock.stage("rows"):
-                    split_rows = _rows(pairs, prompts, texts, split_of, options, conversational)
-                for name, columns in split_rows.items():
-                    writers[name].write(columns)
+                    in_test[index] = score < options.test_fraction or pid == forced_test_prompt
+                prompts_seen += len(prompt_data)
+                pair_in_test = in_test[prompts.rows(pairs.prompt_id)]
+                for name, rows in (("train", ~pair_in_test), ("test", pair_in_test)):
+                    for part in _write_slices(pairs.take(np.flatnonzero(rows)), prompts, rollouts):
+                        writers[name].write(part, prompts, rollouts)
                 n_pairs += len(pairs)
             on_progress(n_rankings, n_pairs)
     finally:
@@ -290,66 +362,3 @@ def write_export(
         lowest_scoring_prompt=lowest[1] if lowest else None,
         stage_seconds=dict(clock.seconds),
     )
-
-
-def _rows(
-    pairs: list[Pair],
-    prompts: dict[int, dict],
-    texts: dict[int, tuple[str, str]],
-    split_of: dict[int, str],
-    options: ExportOptions,
-    conversational: bool,
-) -> dict[str, dict[str, list]]:
-    names = [
-        "prompt",
-        "chosen",
-        "rejected",
-        "prompt_id",
-        "chosen_id",
-        "rejected_id",
-        "chosen_policy",
-        "rejected_policy",
-        "annotator",
-        "weight",
-    ]
-    if options.ties == "mark":
-        names.append("tie")
-    out: dict[str, dict[str, list]] = {split: {name: [] for name in names} for split in SPLITS}
-    # One object per prompt and per response, shared by all the rows that use it (the JSONL writer encodes each
-    # object once).
-    chats: dict[int, list[dict[str, str]]] = {}
-    answers: dict[int, list[dict[str, str]]] = {}
-
-    def chat(prompt: dict) -> list[dict[str, str]]:
-        if prompt["id"] not in chats:
-            chats[prompt["id"]] = prompt["messages"] or [{"role": "user", "content": prompt["text"]}]
-        return chats[prompt["id"]]
-
-    def answer(rollout_id: int, text: str) -> list[dict[str, str]]:
-        if rollout_id not in answers:
-            answers[rollout_id] = [{"role": "assistant", "content": text}]
-        return answers[rollout_id]
-
-    for pair in sorted(pairs, key=lambda p: (p.prompt_id, p.chosen, p.rejected, p.annotator, p.tie)):
-        prompt = prompts[pair.prompt_id]
-        rows = out[split_of[pair.prompt_id]]
-        chosen_text, chosen_policy = texts[pair.chosen]
-        rejected_text, rejected_policy = texts[pair.rejected]
-        if conversational:
-            rows["prompt"].append(chat(prompt))
-            rows["chosen"].append(answer(pair.chosen, chosen_text))
-            rows["rejected"].append(answer(pair.rejected, rejected_text))
-        else:
-            rows["prompt"].append(prompt["text"])
-            rows["chosen"].append(chosen_text)
-            rows["rejected"].append(rejected_text)
-        rows["prompt_id"].append(pair.prompt_id)
-        rows["chosen_id"].append(pair.chosen)
-        rows["rejected_id"].append(pair.rejected)
-        rows["chosen_policy"].append(chosen_policy)
-        rows["rejected_policy"].append(rejected_policy)
-        rows["annotator"].append(pair.annotator)
-        rows["weight"].append(float(pair.weight))
-        if options.ties == "mark":
-            rows["tie"].append(pair.tie)
-    return out
