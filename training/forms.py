@@ -20,6 +20,7 @@ from labeling.models import PromptSet
 from training.config_form_fields import config_fields_of, config_form_field, unwrap_optional
 from training.models import AutoTrainPolicy, DatasetVersion, ModelVersion, TrainingRun
 from training.services.autotrain import validate_auto_train_policy
+from training.services.base_models import generating_models, hub_model_unavailable_reason, starting_models
 from training.services.export import RULE_FIELDS, ExportError, ExportOptions
 from training.services.registry import RegistrationError, validate_base_model_path
 from training.services.runs import RunRejected, validate_run_request
@@ -155,15 +156,17 @@ class RunForm(forms.Form):
 
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, initial=TrainingRun.Kind.DPO)
     dataset_version = DatasetVersionChoiceField(queryset=DatasetVersion.objects.all())
+    parent_model = ModelVersionChoiceField(
+        queryset=ModelVersion.objects.none(),  # set per form: registered models, base models first
+        required=False,
+        label="Starting model",
+        help_text="A registered model: a base model, or a trained policy to continue from (DPO needs one of those).",
+    )
     base_model = forms.CharField(
         max_length=500,
         required=False,
-        help_text="Local path or hub id of the starting weights; ignored when a parent model is chosen.",
-    )
-    parent_model = ModelVersionChoiceField(
-        queryset=ModelVersion.objects.order_by("-created_at"),
-        required=False,
-        help_text="Continue from a registered model instead (DPO needs a policy).",
+        label="Or a path / hub id",
+        help_text="Local path or cached hub id of other starting weights; used only when no model is chosen above.",
     )
     advanced_config = forms.CharField(
         required=False,
@@ -183,6 +186,11 @@ class RunForm(forms.Form):
         #: What max_length would do to the chosen dataset (set by `clean`; None when there is nothing to estimate).
         self.length_estimate: LengthEstimate | None = None
         self.fields["base_model"].initial = settings.PREFLOOP_DEFAULT_BASE_MODEL
+        self.fields["parent_model"].queryset = starting_models()
+        if data is None and not settings.PREFLOOP_DEFAULT_BASE_MODEL and "parent_model" not in self.initial:
+            # Without a configured path, the run starts from the first registered model (SmolLM2 after `make run`).
+            first_base = starting_models().filter(kind=ModelVersion.Kind.BASE).first()
+            self.initial["parent_model"] = first_base.pk if first_base else None
         if data is not None:
             posted_kind = data.get("kind", "")
             kind = data.get("config_kind") or posted_kind
@@ -308,9 +316,18 @@ class BaseModelRegistrationForm(forms.ModelForm):
 
     def clean_path(self) -> str:
         try:
-            return validate_base_model_path(self.cleaned_data["path"])
+            path = validate_base_model_path(self.cleaned_data["path"])
         except RegistrationError as error:
             raise forms.ValidationError(str(error)) from None
+        if path.endswith(".gguf"):
+            raise forms.ValidationError(
+                "A GGUF file is converted by a worker first: run `manage.py register_base_model NAME FILE.gguf`."
+            )
+        if not (path.startswith(("/", ".", "~")) or path.count("/") > 1) and (
+            reason := hub_model_unavailable_reason(path)
+        ):
+            raise forms.ValidationError(reason)
+        return path
 
 
 # --- auto-train -----------------------------------------------------------------------------------------------------
@@ -340,7 +357,10 @@ class AutoTrainPolicyForm(forms.ModelForm):
 class GenerationForm(forms.Form):
     """Refresh a prompt set by hand: a policy samples new rollouts that enter the queue beside the old ones."""
 
-    policy = forms.ModelChoiceField(queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY))
+    policy = ModelVersionChoiceField(
+        queryset=ModelVersion.objects.none(),  # set per form: base models first, then trained policies
+        help_text="A base model or a trained policy.",
+    )
     prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.all())
     # Bounds from the sampling config (`GenerationConfig` checks them again); every setting is passed to the engine,
     # none is left to the model's generation_config.json or the library's defaults.
@@ -369,6 +389,13 @@ class GenerationForm(forms.Form):
         required=False,
         help_text="Policy whose rollouts the new tasks mix in (blank: the policy's parent, if it has rollouts here).",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["policy"].queryset = generating_models()
+        if not self.is_bound and "policy" not in self.initial:
+            first = generating_models().first()
+            self.initial["policy"] = first.pk if first else None
 
     def settings(self) -> dict:
         return {k: self.cleaned_data[k] for k in ("n_samples", *sampling.SAMPLING_KEYS)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from training.services import autotrain, dispatch, export_worker, generation, runs
+from training.services import autotrain, base_models, dispatch, export_worker, generation, runs
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_RUN)
@@ -19,7 +19,7 @@ def execute_training_run(self, run_id: int) -> str:
 
 @shared_task(name="training.reap_stale_runs")
 def reap_stale_runs() -> int:
-    return runs.reap_stale_runs() + export_worker.reap_stale_exports()
+    return runs.reap_stale_runs() + export_worker.reap_stale_exports() + base_models.reap_stale_imports()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_EXPORT)
@@ -42,3 +42,8 @@ def execute_auto_rank(job_id: int) -> str:
     from training.services import judging  # imported here: scoring code loads only in workers that run a job
 
     return judging.execute_auto_rank(job_id).status
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_BASE_MODEL_IMPORT)
+def execute_base_model_import(import_id: int) -> str:
+    return base_models.execute_gguf_import(import_id).status

@@ -208,6 +208,11 @@ PREFLOOP_DEFAULT_BASE_MODEL = env_str("PREFLOOP_DEFAULT_BASE_MODEL", "")
 # The quality gate keeps degenerate samples (empty, U+FFFD, runaway repetition, cut off at max_new_tokens) out of
 # the ranking queue; they are counted on the generation run. Off: every non-empty sample is queued.
 PREFLOOP_ROLLOUT_QUALITY_GATE = env_bool("PREFLOOP_ROLLOUT_QUALITY_GATE", True)
+# Where GGUF base models are converted to, one folder per file checksum; "" = PREFLOOP_DATA_DIR/models/base.
+PREFLOOP_BASE_MODEL_CACHE = env_str("PREFLOOP_BASE_MODEL_CACHE", "")
+# With HF_HUB_OFFLINE on, a hub id is accepted for a run only when the local Hugging Face cache holds it: the worker
+# could not download it, and would fail minutes later. Off: hub ids are passed on unchecked.
+PREFLOOP_CHECK_HUB_CACHE = env_bool("PREFLOOP_CHECK_HUB_CACHE", True)
 
 # --- Celery ---
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

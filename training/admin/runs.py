@@ -138,7 +138,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "config_kind_label": TrainingRun.Kind(form.config_kind).label,
             "config_fields": [form[name] for name in form.config_field_names],
             "advanced_fields": [form["advanced_config"]],
-            "run_fields": [form[name] for name in ("kind", "dataset_version", "base_model", "parent_model")],
+            "run_fields": [form[name] for name in ("kind", "dataset_version", "parent_model", "base_model")],
             "title": "Start a training run",
         }
         return render(request, "admin/training/trainingrun/run_form.html", context, status=status)

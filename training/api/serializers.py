@@ -160,6 +160,7 @@ class RunOut(serializers.ModelSerializer):
             "total_steps",
             "metrics",
             "history",
+            "failure_reason",
             "error",
             "created_at",
             "started_at",
@@ -175,4 +176,4 @@ class RunOut(serializers.ModelSerializer):
 class ModelVersionOut(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
-        fields = ["id", "name", "kind", "path", "parent", "dataset_version", "run", "metrics", "created_at"]
+        fields = ["id", "name", "kind", "path", "source", "parent", "dataset_version", "run", "metrics", "created_at"]

@@ -6,6 +6,7 @@ The services' refusals (`ExportError`, `RunRejected`) are not caught here: the A
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -16,6 +17,7 @@ from rest_framework.response import Response
 from labeling.permissions import HasPermissions, ModelPermissions
 from training.api import serializers as s
 from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
+from training.services.base_models import starting_models
 from training.services.export import RULE_FIELDS, ExportOptions, dataset_file, request_export
 from training.services.runs import cancel_run, start_run
 from webapp.api_errors import error_response
@@ -123,3 +125,7 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [ResearcherPermissions]
     serializer_class = s.ModelVersionOut
     queryset = ModelVersion.objects.order_by("-created_at")
+
+    def get_queryset(self) -> QuerySet[ModelVersion]:
+        """The order the run form offers them in: base models (the default first), policies, reward models."""
+        return starting_models()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from training.models import DatasetExport, GenerationRun, TrainingRun
+from training.models import BaseModelImport, DatasetExport, GenerationRun, TrainingRun
 from webapp import clock
 from webapp.celery import app
 
@@ -23,6 +23,7 @@ from webapp.celery import app
 EXECUTE_RUN = "training.execute_run"
 EXECUTE_GENERATION = "training.execute_generation"
 EXECUTE_EXPORT = "training.execute_export"
+EXECUTE_BASE_MODEL_IMPORT = "training.execute_base_model_import"
 # Exports need no GPU: they stream rows from the database to files on the cpu queue whatever the machine.
 EXPORT_QUEUE = "cpu"
 
@@ -74,6 +75,11 @@ def send_export_on_commit(export: DatasetExport) -> None:
     transaction.on_commit(lambda: _send_export(export))
 
 
+def send_base_model_import_on_commit(model_import: BaseModelImport) -> None:
+    """Send a GGUF conversion to the cpu queue (it needs no GPU) when the current transaction commits."""
+    transaction.on_commit(lambda: _send(EXECUTE_BASE_MODEL_IMPORT, BaseModelImport, model_import.pk, EXPORT_QUEUE))
+
+
 def _send_export(export: DatasetExport) -> None:
     task_id = _send(EXECUTE_EXPORT, DatasetExport, export.pk, EXPORT_QUEUE)
     if task_id is not None:
@@ -99,7 +105,10 @@ def _send_training_run(run: TrainingRun) -> None:
 
 
 def _send(
-    task_name: str, model: type[TrainingRun] | type[GenerationRun] | type[DatasetExport], run_id: int, queue: str
+    task_name: str,
+    model: type[TrainingRun] | type[GenerationRun] | type[DatasetExport] | type[BaseModelImport],
+    run_id: int,
+    queue: str,
 ) -> str | None:
     """The message's id, or None when the broker refused it (the run is then FAILED with the reason)."""
     try:

@@ -12,7 +12,6 @@ import logging
 import re
 import shutil
 import time
-import traceback
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,9 @@ from django.utils import timezone
 
 from training import trainers
 from training.models import DatasetVersion, GenerationRun, ModelVersion, TrainingRun
+from training.services.base_models import check_hub_id_for_run
 from training.services.dispatch import QueueChoice, choose_queue, revoke, send_training_run_on_commit
+from training.services.failures import failure_reason, full_error
 from training.services.lifecycle import Heartbeat, RunRejected
 from training.services.refresh import after_run_succeeded
 from training.services.registry import model_name_for, models_dir, register_model, staging_dir_for
@@ -71,9 +72,14 @@ def validate_run_request(
         raise RunRejected(str(error), field=getattr(error, "field", None) or "config") from None
     if parent_model is None and not base_model.strip():
         raise RunRejected("Give a base model (local path or hub id) or a parent model version.", field="base_model")
-    if parent_model is not None and kind == TrainingRun.Kind.DPO and parent_model.kind != ModelVersion.Kind.POLICY:
+    if (
+        parent_model is not None
+        and kind == TrainingRun.Kind.DPO
+        and parent_model.kind not in (ModelVersion.Kind.POLICY, ModelVersion.Kind.BASE)
+    ):
         raise RunRejected(
-            f"{parent_model} is a {parent_model.kind} model; DPO starts from a policy.", field="parent_model"
+            f"{parent_model} is a {parent_model.kind} model; DPO starts from a policy or a base model.",
+            field="parent_model",
         )
     if base_model and parent_model is None:
         _check_base_model(base_model)
@@ -109,6 +115,8 @@ def _check_base_model(base_model: str) -> None:
             "(name or namespace/name, each up to 96 letters, digits, '-', '_' or '.').",
             field="base_model",
         )
+    else:
+        check_hub_id_for_run(base_model)  # offline, only a cached hub id can be loaded by the worker
 
 
 def model_positions(model: str) -> tuple[int, str] | None:
@@ -287,11 +295,10 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
                 reporter.log(f"queued {follow_up}")
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        reporter.log(f"failed: {error.__class__.__name__}: {error}")
+        reason = failure_reason(error, starting_model=run.starting_model_path)
+        reporter.log(f"failed: {reason}")
         TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
-            status=TrainingRun.Status.FAILED,
-            finished_at=clock.now(),
-            error=f"{error.__class__.__name__}: {error}\n\n{traceback.format_exc()[-4000:]}",
+            status=TrainingRun.Status.FAILED, finished_at=clock.now(), failure_reason=reason, error=full_error(error)
         )
         if not isinstance(error, Exception):
             raise
