@@ -137,3 +137,49 @@ def test_a_judge_is_a_trl_reward_function_reading_reference_columns():
         trainer_state=None,
     )
     assert reward.__name__ == "math_judge" and scores == [1.0, 0.0, None]
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tiny_base_model, tmp_path_factory):
+    """A reward model (fresh scalar head) on the tiny GPT-2, saved with its tokenizer like a registered one."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base_model)
+    config = AutoConfig.from_pretrained(tiny_base_model, num_labels=1)
+    config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    path = tmp_path_factory.mktemp("tiny-reward")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_the_reward_model_judge_scores_the_tokens_the_reward_trainer_trains_on(tiny_reward_model, tmp_path):
+    """Token level: TRL's own RewardTrainer preparation (EOS appended, prompt + completion tokenized) gives the ids;
+    the judge's score equals the model's score of exactly those ids, and not of the same text without the EOS
+    (the control: the check can tell the two apart)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from training.trainers.formatting import completion_prompt
+
+    prompt, completion = "Why is the sky blue?", "Because of Rayleigh scattering, thank you for asking."
+    tokenizer = AutoTokenizer.from_pretrained(tiny_reward_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model).eval()
+    rows = Dataset.from_list([{"prompt": completion_prompt(prompt), "chosen": completion, "rejected": "No."}])
+    args = RewardConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, dataset_num_proc=None)
+    trained_ids = RewardTrainer._prepare_dataset(None, rows, tokenizer, args, "train")[0]["chosen_ids"]  # type: ignore[arg-type]
+    assert trained_ids[-1] == tokenizer.eos_token_id
+
+    def score(ids: list[int]) -> float:
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+
+    judged = build_judge("reward_model", {}, model_path=str(tiny_reward_model)).score(prompt, completion)
+    assert judged.reason == "scored"
+    assert judged.score == pytest.approx(score(trained_ids), abs=1e-5)
+    assert abs(score(trained_ids[:-1]) - score(trained_ids)) > 1e-4  # without the EOS the score differs
