@@ -21,6 +21,7 @@ filter in `labeling.templatetags.model_text`), so there is one policy to read an
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -170,11 +171,9 @@ class Conversation:
 
     @property
     def earlier_roles(self) -> str:
-        """A summary for the expander: how many turns of each role are folded."""
-        counts: dict[str, int] = {}
-        for turn in self.earlier:
-            counts[turn.role_class] = counts.get(turn.role_class, 0) + 1
-        return ", ".join(f"{n} {role}" for role, n in counts.items())
+        """A summary for the expander: how many turns of each role are folded, roles in a fixed order."""
+        counts = Counter(turn.role_class for turn in self.earlier)
+        return ", ".join(f"{counts[role]} {role}" for role in (*KNOWN_ROLES, "other") if counts[role])
 
 
 def conversation(

@@ -39,7 +39,7 @@ RESPONSES = [
 def long_chat_set(*, guidelines: str = GUIDELINES):
     prompt_set = PromptSetFactory(rollouts_per_task=4, overlap=1, guidelines=guidelines, name="Support chats")
     messages = [{"role": "system", "content": "You are a build engineer. Answer precisely."}] + [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": f"({i}) {TURN}"} for i in range(34)
+        {"role": "user" if i % 2 == 1 else "assistant", "content": f"({i}) {TURN}"} for i in range(34)
     ]
     prompt = PromptFactory(prompt_set=prompt_set, text="", messages=messages)
     for text in RESPONSES:
@@ -64,6 +64,7 @@ def test_a_35_message_conversation_leaves_the_responses_above_the_fold(page, log
     visible = [i for i in range(35) if turns.nth(i).is_visible()]
     assert visible == [33, 34]
     assert page.get_by_test_id("guidelines").evaluate("e => e.open") is False
+    assert "{%" not in page.locator("main").inner_text() and "{#" not in page.locator("main").inner_text()
 
     # Keyboard: Tab to the expander and open it with Space; every turn is then shown and the page grows.
     summary = page.locator("[data-testid=earlier-turns] > summary")
