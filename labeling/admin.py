@@ -12,11 +12,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from labeling import rollout_finish
 from labeling.charts import progress_bar_svg
 from labeling.forms import ImportForm
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
 from labeling.selectors import progress_of, prompt_sets_with_progress
+from labeling.services import rollout_finish
 from labeling.services.agreement import prompt_set_agreement_report
 from labeling.services.errors import ImportRejected
 from labeling.services.importing import ImportReport, import_file

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from labeling.models import RankingTask, Rollout
-from labeling.rollout_finish import is_cut_off, may_be_chosen
 from labeling.services import rounds
 from labeling.services.importing import import_file
+from labeling.services.rollout_finish import is_cut_off, may_be_chosen
 from labeling.services.task_builder import mixed_groups
 from tests.factories import PromptSetFactory
 from training.models import GenerationRun, ModelVersion

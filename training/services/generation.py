@@ -8,7 +8,7 @@ not write. Training reads and writes labeling's tables only through labeling's s
 
 Every rollout records what decided it: each sampling setting, written out even where it was left at its default
 (`_generation_record`), the engine and stop ids, and its own finish reason ("stop", or "length" when cut off at
-max_new_tokens; `labeling.rollout_finish` reads it, e.g. to keep cut-off rollouts from being chosen in an export).
+max_new_tokens; `labeling.services.rollout_finish` reads it, e.g. so a cut-off rollout is never chosen in an export).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 
-from labeling.rollout_finish import FINISH_REASON
 from labeling.selectors import policy_has_rollouts, prompt_inputs_of_set
+from labeling.services.rollout_finish import FINISH_REASON
 from labeling.services.rounds import add_generated_round
 from training.models import GenerationRun, ModelVersion
 from training.services.dispatch import choose_queue, send_generation_run_on_commit
