@@ -256,3 +256,27 @@ def test_management_command_creates_the_judge_and_ranks(arithmetic_set):
     )
     assert "9 rollouts scored, 2 tasks ranked, 1 left unranked" in out.getvalue()
     assert Ranking.objects.filter(source=Ranking.Source.JUDGE, annotator__judge__name="exact answer").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_auto_rank_requested_through_the_api_runs_on_a_real_worker(tmp_path, settings):
+    """Redis broker, a real `celery worker` process, Postgres: the queued job is picked up and finishes."""
+    from tests.training.worker import celery_worker, wait_for
+
+    settings.PREFLOOP_DATA_DIR = tmp_path / "data"
+    prompt_set = PromptSet.objects.create(name="arithmetic on a worker", rollouts_per_task=3, overlap=2)
+    import_file(prompt_set=prompt_set, data=_jsonl(ROWS))
+    judge = judge_create(name="math on a worker", kind="math", config={})
+    client = token_client(ResearcherFactory())
+    with celery_worker(data_dir=tmp_path / "data"):
+        queued = client.post(f"/api/judges/{judge.pk}/auto-rank/", {"prompt_set": prompt_set.pk}, format="json")
+        assert queued.status_code == 202
+        job = wait_for(
+            lambda: AutoRankJob.objects.filter(pk=queued.json()["id"], status__in=["succeeded", "failed"]).first(),
+            timeout=180,
+            what="the auto-rank job to finish",
+        )
+    assert job.status == AutoRankJob.Status.SUCCEEDED, job.error
+    assert (job.rollouts_scored, job.tasks_ranked, job.tasks_skipped) == (9, 2, 1)
+    assert job.celery_task_id
