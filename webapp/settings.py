@@ -213,6 +213,9 @@ PREFLOOP_BASE_MODEL_CACHE = env_str("PREFLOOP_BASE_MODEL_CACHE", "")
 # With HF_HUB_OFFLINE on, a hub id is accepted for a run only when the local Hugging Face cache holds it: the worker
 # could not download it, and would fail minutes later. Off: hub ids are passed on unchecked.
 PREFLOOP_CHECK_HUB_CACHE = env_bool("PREFLOOP_CHECK_HUB_CACHE", True)
+# Threads torch uses in a worker; 0 = the cores this worker process may run on (its CPU affinity), so a worker
+# pinned to 2 cores of a busy machine does not start one thread per core of the machine and thrash.
+PREFLOOP_TORCH_THREADS = env_int("PREFLOOP_TORCH_THREADS", 0)
 
 # --- Celery ---
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
