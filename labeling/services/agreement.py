@@ -35,7 +35,7 @@ matrix product instead of hundreds of passes over the units.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import krippendorff
@@ -122,23 +122,6 @@ def mid_ranks(tiers: Sequence[Sequence[int]]) -> dict[int, float]:
     return ranks
 
 
-def pair_signs(ranks: dict[int, float], rollout_ids: Sequence[int]) -> np.ndarray:
-    """k×k matrix: +1 where row's rollout is ahead of column's, −1 behind, 0 tied (or the diagonal)."""
-    values = np.array([ranks[rid] for rid in rollout_ids])
-    return np.sign(values[None, :] - values[:, None])
-
-
-def _pair_scores(signs_a: np.ndarray, signs_b: np.ndarray) -> tuple[float, int]:
-    """(Σ over pairs i<j of 1 − |s_a − s_b| / 2, number of pairs).
-
-    The sign matrices are antisymmetric with a zero diagonal, so the whole matrix counts each pair twice:
-    Σ_{i<j} |Δ| / 2 = Σ_{all} |Δ| / 4 (no index arrays to build: this runs once per pair of rankings).
-    """
-    k = len(signs_a)
-    pairs = k * (k - 1) // 2
-    return pairs - float(np.abs(signs_a - signs_b).sum()) / 4, pairs
-
-
 # --- Krippendorff's α from coincidences ----------------------------------------------------------------------------
 
 
@@ -186,22 +169,18 @@ class _Units:
         return self.value_counts.sum(axis=1) >= 2
 
 
-def _units_from(coded: Mapping[tuple[int, Hashable], list[float]], prompt_of: Mapping[int, int]) -> _Units:
-    """{(task id, unit key): mid-ranks given} → value counts, keeping only units coded at least twice."""
-    rows: list[int] = []
-    columns: list[int] = []
-    unit_clusters: list[int] = []
-    cluster_index: dict[int, int] = {}
-    for (task_id, _), values in coded.items():
-        if len(values) < 2:
-            continue
-        row = len(unit_clusters)
-        unit_clusters.append(cluster_index.setdefault(prompt_of[task_id], len(cluster_index)))
-        rows.extend([row] * len(values))
-        columns.extend(round(2 * value) - 2 for value in values)  # mid-ranks 1, 1.5, 2, … → columns 0, 1, 2, …
-    counts = np.zeros((len(unit_clusters), max(columns, default=0) + 2))
-    np.add.at(counts, (np.asarray(rows, dtype=int), np.asarray(columns, dtype=int)), 1)
-    return _Units(counts, np.asarray(unit_clusters, dtype=int))
+def _units_from(unit_ids: np.ndarray, columns: np.ndarray, unit_clusters: np.ndarray) -> _Units:
+    """Value counts of the units coded at least twice, from one (unit id, value column) per value given.
+
+    `unit_clusters[u]` is unit u's cluster; unit ids run from 0 to len(unit_clusters) − 1. The kept units'
+    clusters are renumbered 0, 1, … so that a resample draws only clusters that hold a unit.
+    """
+    size = max(int(columns.max(initial=0)) + 1, 2)
+    counts = np.zeros((len(unit_clusters), size))
+    np.add.at(counts, (unit_ids, columns), 1)
+    coded_twice = counts.sum(axis=1) >= 2
+    _, clusters = np.unique(unit_clusters[coded_twice], return_inverse=True)
+    return _Units(counts[coded_twice], clusters.reshape(-1))
 
 
 def _cluster_coincidences(units: _Units) -> np.ndarray:
@@ -230,8 +209,11 @@ def _alpha_estimate(units: _Units, *, samples: int, seed: int) -> Estimate:
     for start in range(0, samples, _SAMPLE_BLOCK):
         block = min(_SAMPLE_BLOCK, samples - start)
         picks = rng.integers(0, n_clusters, size=(block, n_clusters))
-        weights = np.stack([np.bincount(row, minlength=n_clusters) for row in picks])
-        draws.append(alpha_from_coincidences((weights @ flat).reshape(block, *per_cluster.shape[1:])))
+        weights = np.stack([np.bincount(row, minlength=n_clusters) for row in picks]).astype(float)
+        # einsum, not `@`: this small product went through multi-threaded OpenBLAS, whose threads on a busy
+        # 2-core machine made it 20× slower (0.096 s against 0.0044 s single-threaded, 0.02 s by einsum).
+        summed = np.einsum("sc,cv->sv", weights, flat)
+        draws.append(alpha_from_coincidences(summed.reshape(block, *per_cluster.shape[1:])))
     values = np.concatenate(draws)
     return _interval(point, values[np.isfinite(values)])
 
@@ -255,24 +237,105 @@ def _interval(point: float, draws: np.ndarray, confidence: float = CONFIDENCE) -
     return Estimate(point, float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail)))
 
 
-def _ratio_estimate(scores: dict[Hashable, float], counts: dict[Hashable, int], *, samples: int, seed: int) -> Estimate:
-    """Σ scores / Σ counts with a bootstrap over clusters (the dicts' keys), as `training.ratings` does for win rates.
+def _ratio_estimate(
+    scores: np.ndarray, counts: np.ndarray, clusters: np.ndarray, *, samples: int, seed: int
+) -> Estimate:
+    """Σ scores / Σ counts with a bootstrap over clusters, as `training.ratings` does for win rates.
 
     Written again here rather than imported: labeling never imports training (tests/test_import_graph.py).
     """
-    keys = [key for key in counts if counts[key]]
-    if not keys:
+    if not counts.sum():
         return UNKNOWN
-    s = np.array([scores[key] for key in keys], dtype=float)
-    n = np.array([counts[key] for key in keys], dtype=float)
+    present = np.unique(clusters[counts > 0])
+    s = np.bincount(clusters, weights=scores)[present]
+    n = np.bincount(clusters, weights=counts)[present]
     point = float(s.sum() / n.sum())
-    if len(keys) < 2 or samples <= 0:
+    if len(present) < 2 or samples <= 0:
         return Estimate(point)
-    picks = np.random.default_rng(seed).integers(0, len(keys), size=(samples, len(keys)))
+    picks = np.random.default_rng(seed).integers(0, len(present), size=(samples, len(present)))
     return _interval(point, s[picks].sum(axis=1) / n[picks].sum(axis=1))
 
 
 # --- agreement of a set and of each annotator ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The shared tasks' rankings as arrays: one row per ranking, one column per rollout position of its task.
+
+    Rows are grouped by task. `ranks` holds mid-ranks (NaN where a ranking left a rollout out); `signs[r, i, j]`
+    is +1 when row r puts position i ahead of j, −1 behind, 0 tied, NaN when either is missing.
+    """
+
+    ranks: np.ndarray  # rows × K
+    signs: np.ndarray  # rows × K × K
+    task: np.ndarray  # task index of each row
+    cluster: np.ndarray  # prompt index of each task
+    annotator: np.ndarray  # annotator id of each row
+    first: np.ndarray  # rows of pair p: first[p], second[p] (same task, first < second)
+    second: np.ndarray
+    task_sums: np.ndarray  # tasks × K × K: Σ of the task's rows' signs (NaN as 0)
+    task_counts: np.ndarray  # tasks × K × K: how many of the task's rows ordered each pair
+
+    @classmethod
+    def of(cls, shared: Mapping[int, list[RankingRecord]]) -> _Table:
+        width = max(len({rid for r in rankings for tier in r.tiers for rid in tier}) for rankings in shared.values())
+        n_rows = sum(len(rankings) for rankings in shared.values())
+        ranks = np.full((n_rows, width), np.nan)
+        task: list[int] = []
+        annotator: list[int] = []
+        first: list[int] = []
+        second: list[int] = []
+        starts: list[int] = []
+        cluster: list[int] = []
+        prompt_index: dict[int, int] = {}
+        row = 0
+        for task_index, rankings in enumerate(shared.values()):
+            cluster.append(prompt_index.setdefault(rankings[0].prompt_id, len(prompt_index)))
+            position = {rid: i for i, rid in enumerate(sorted({rid for r in rankings for t in r.tiers for rid in t}))}
+            start = row
+            starts.append(start)
+            for record in rankings:
+                for rollout_id, rank in mid_ranks(record.tiers).items():
+                    ranks[row, position[rollout_id]] = rank
+                task.append(task_index)
+                annotator.append(record.annotator_id)
+                row += 1
+            for a in range(start, row):
+                for b in range(a + 1, row):
+                    first.append(a)
+                    second.append(b)
+        signs = np.sign(ranks[:, None, :] - ranks[:, :, None])
+        # Rows are grouped by task, so a task's sums are one reduceat over its run of rows.
+        task_sums = np.add.reduceat(np.nan_to_num(signs), starts, axis=0)
+        task_counts = np.add.reduceat(np.isfinite(signs).astype(float), starts, axis=0)
+        return cls(
+            ranks=ranks,
+            signs=signs,
+            task=np.asarray(task, dtype=int),
+            cluster=np.asarray(cluster, dtype=int),
+            annotator=np.asarray(annotator, dtype=int),
+            first=np.asarray(first, dtype=int),
+            second=np.asarray(second, dtype=int),
+            task_sums=task_sums,
+            task_counts=task_counts,
+        )
+
+    @property
+    def pair_task(self) -> np.ndarray:
+        return self.task[self.first]
+
+
+def _upper(width: int) -> np.ndarray:
+    return np.triu(np.ones((width, width), dtype=bool), k=1)
+
+
+def _pair_scores(signs_a: np.ndarray, signs_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the stacks: (Σ over rollout pairs i<j both rankings ordered of 1 − |s_a − s_b| / 2, how many)."""
+    difference = np.abs(signs_a - signs_b)
+    valid = np.isfinite(difference) & _upper(signs_a.shape[-1])
+    scores = np.where(valid, 1 - np.nan_to_num(difference) / 2, 0.0).sum(axis=(-2, -1))
+    return scores, valid.sum(axis=(-2, -1)).astype(float)
 
 
 def agreement(
@@ -284,97 +347,93 @@ def agreement(
 ) -> AgreementReport:
     """α and pairwise agreement over the records, overall and for each annotator (or those of `annotator_ids`)."""
     all_records = list(records)
-    ordered = [r for r in all_records if r.is_ordered]
     by_task: dict[int, list[RankingRecord]] = defaultdict(list)
-    for record in ordered:
-        by_task[record.task_id].append(record)
+    for record in all_records:
+        if record.is_ordered:
+            by_task[record.task_id].append(record)
     shared = {task_id: rankings for task_id, rankings in by_task.items() if len(rankings) >= 2}
-    prompt_of = {task_id: rankings[0].prompt_id for task_id, rankings in shared.items()}
-    ranks = {(r.task_id, r.annotator_id): mid_ranks(r.tiers) for rankings in shared.values() for r in rankings}
+    everyone = sorted({r.annotator_id for r in all_records})
+    chosen = everyone if annotator_ids is None else sorted(set(everyone) & set(annotator_ids))
+    rankings_of = defaultdict(int, {a: 0 for a in everyone})
+    for record in all_records:
+        rankings_of[record.annotator_id] += 1
+    if not shared:
+        rows = [AnnotatorAgreement(a, rankings_of[a], 0, UNKNOWN, UNKNOWN, UNKNOWN) for a in chosen]
+        return AgreementReport(len(all_records), len(everyone), 0, UNKNOWN, UNKNOWN, rows)
 
-    coded: dict[tuple[int, Hashable], list[float]] = defaultdict(list)
-    for task_id, rankings in shared.items():
-        for record in rankings:
-            for rollout_id, rank in ranks[(task_id, record.annotator_id)].items():
-                coded[(task_id, rollout_id)].append(rank)
-    set_alpha = _alpha_estimate(_units_from(coded, prompt_of), samples=samples, seed=seed)
-
-    signs_of = {task_id: _task_signs(task_id, rankings, ranks) for task_id, rankings in shared.items()}
-    pair_score: dict[Hashable, float] = defaultdict(float)
-    pair_count: dict[Hashable, int] = defaultdict(int)
-    for task_id, signs in signs_of.items():
-        annotators = sorted(signs)
-        for i, a in enumerate(annotators):
-            for b in annotators[i + 1 :]:
-                score, count = _pair_scores(signs[a], signs[b])
-                pair_score[prompt_of[task_id]] += score
-                pair_count[prompt_of[task_id]] += count
-
-    everyone = {r.annotator_id for r in all_records}
+    table = _Table.of(shared)
+    width = table.ranks.shape[1]
+    coded = np.isfinite(table.ranks)
+    row_of_value, position_of_value = np.nonzero(coded)
+    # Set α: a unit per (task, rollout position), holding every annotator's mid-rank of it.
+    set_units = _units_from(
+        table.task[row_of_value] * width + position_of_value,
+        np.rint(2 * table.ranks[coded]).astype(int) - 2,  # mid-ranks 1, 1.5, 2, … → value columns 0, 1, 2, …
+        np.repeat(table.cluster, width),
+    )
+    pair_scores, pair_counts = _pair_scores(table.signs[table.first], table.signs[table.second])
+    pair_clusters = table.cluster[table.pair_task]
     report_rows = [
-        _annotator_agreement(a, all_records, shared, ranks, signs_of, prompt_of, samples=samples, seed=seed)
-        for a in sorted(everyone if annotator_ids is None else everyone & set(annotator_ids))
+        _annotator_agreement(a, rankings_of[a], table, pair_scores, pair_counts, samples=samples, seed=seed)
+        for a in chosen
     ]
     return AgreementReport(
         rankings=len(all_records),
-        annotators=len({r.annotator_id for r in all_records}),
+        annotators=len(everyone),
         overlapping_tasks=len(shared),
-        alpha=set_alpha,
-        pairwise=_ratio_estimate(pair_score, pair_count, samples=samples, seed=seed),
+        alpha=_alpha_estimate(set_units, samples=samples, seed=seed),
+        pairwise=_ratio_estimate(pair_scores, pair_counts, pair_clusters, samples=samples, seed=seed),
         per_annotator=report_rows,
     )
 
 
-def _task_signs(
-    task_id: int, rankings: list[RankingRecord], ranks: dict[tuple[int, int], dict[int, float]]
-) -> dict[int, np.ndarray]:
-    """{annotator: pair-sign matrix} over the rollouts every one of the task's rankings ordered."""
-    common = set.intersection(*(set(ranks[(task_id, r.annotator_id)]) for r in rankings))
-    rollout_ids = sorted(common)
-    return {r.annotator_id: pair_signs(ranks[(task_id, r.annotator_id)], rollout_ids) for r in rankings}
-
-
 def _annotator_agreement(
     annotator_id: int,
-    all_records: list[RankingRecord],
-    shared: dict[int, list[RankingRecord]],
-    ranks: dict[tuple[int, int], dict[int, float]],
-    signs_of: dict[int, dict[int, np.ndarray]],
-    prompt_of: dict[int, int],
+    rankings: int,
+    table: _Table,
+    pair_scores: np.ndarray,
+    pair_counts: np.ndarray,
     *,
     samples: int,
     seed: int,
 ) -> AnnotatorAgreement:
-    theirs = [task_id for task_id, rankings in shared.items() if any(r.annotator_id == annotator_id for r in rankings)]
-    coded: dict[tuple[int, Hashable], list[float]] = {}
-    pair_score: dict[Hashable, float] = defaultdict(float)
-    pair_count: dict[Hashable, int] = defaultdict(int)
-    consensus_score: dict[Hashable, float] = defaultdict(float)
-    consensus_count: dict[Hashable, int] = defaultdict(int)
-    for task_id in theirs:
-        own = ranks[(task_id, annotator_id)]
-        others = [r.annotator_id for r in shared[task_id] if r.annotator_id != annotator_id]
-        for other in others:
-            for rollout_id, rank in own.items():
-                if rollout_id in ranks[(task_id, other)]:
-                    coded[(task_id, (rollout_id, other))] = [rank, ranks[(task_id, other)][rollout_id]]
-        signs = signs_of[task_id]
-        prompt = prompt_of[task_id]
-        for other in others:
-            score, count = _pair_scores(signs[annotator_id], signs[other])
-            pair_score[prompt] += score
-            pair_count[prompt] += count
-        majority = np.sign(sum(signs[other] for other in others))
-        score, count = _pair_scores(signs[annotator_id], majority)
-        consensus_score[prompt] += score
-        consensus_count[prompt] += count
+    # Their pairs of rankings, turned so that `own` is theirs and `other` the co-annotator's.
+    own_first = table.annotator[table.first] == annotator_id
+    involved = own_first | (table.annotator[table.second] == annotator_id)
+    own = np.where(own_first, table.first, table.second)[involved]
+    other = np.where(own_first, table.second, table.first)[involved]
+    if not len(own):
+        return AnnotatorAgreement(annotator_id, rankings, 0, UNKNOWN, UNKNOWN, UNKNOWN)
+    clusters = table.cluster[table.task[own]]
+
+    # α: a unit per (pair of rankings, rollout position) both ranked, coded by this annotator and the other.
+    both = np.isfinite(table.ranks[own]) & np.isfinite(table.ranks[other])
+    pair_of_value, position_of_value = np.nonzero(both)
+    unit_ids = pair_of_value * table.ranks.shape[1] + position_of_value
+    own_values = np.rint(2 * table.ranks[own][both]).astype(int) - 2
+    other_values = np.rint(2 * table.ranks[other][both]).astype(int) - 2
+    units = _units_from(
+        np.concatenate([unit_ids, unit_ids]),
+        np.concatenate([own_values, other_values]),
+        np.repeat(clusters, table.ranks.shape[1]),
+    )
+
+    # Consensus: the sign of the sum of the other rankings of the task, pair by pair.
+    own_rows = np.unique(own)
+    own_signs = table.signs[own_rows]
+    others_sum = table.task_sums[table.task[own_rows]] - np.nan_to_num(own_signs)
+    others_count = table.task_counts[table.task[own_rows]] - np.isfinite(own_signs)
+    majority = np.where(others_count > 0, np.sign(others_sum), np.nan)
+    consensus_scores, consensus_counts = _pair_scores(own_signs, majority)
     return AnnotatorAgreement(
         annotator_id=annotator_id,
-        rankings=sum(1 for r in all_records if r.annotator_id == annotator_id),
-        overlapping_tasks=len(theirs),
-        alpha=_alpha_estimate(_units_from(coded, prompt_of), samples=samples, seed=seed),
-        pairwise=_ratio_estimate(pair_score, pair_count, samples=samples, seed=seed),
-        consensus=_ratio_estimate(consensus_score, consensus_count, samples=samples, seed=seed),
+        rankings=rankings,
+        overlapping_tasks=len(np.unique(table.task[own])),
+        alpha=_alpha_estimate(units, samples=samples, seed=seed),
+        pairwise=_ratio_estimate(pair_scores[involved], pair_counts[involved], clusters, samples=samples, seed=seed),
+        consensus=_ratio_estimate(
+            consensus_scores, consensus_counts, table.cluster[table.task[own_rows]], samples=samples, seed=seed
+        ),
     )
 
 
