@@ -180,3 +180,29 @@ def test_the_interval_resamples_prompts_not_tasks():
     assert copied.alpha.value == pytest.approx(once.alpha.value, abs=0.02)
     width = once.alpha.high - once.alpha.low
     assert copied.alpha.high - copied.alpha.low > 0.75 * width
+
+
+def test_an_annotators_alpha_is_the_packages_on_their_pairings():
+    """Per annotator: every (task, rollout, co-annotator) is a unit coded by them and by that co-annotator."""
+    records = [r for i, r in enumerate(simulate(0.8, annotators=3, seed=7)) if i % 5 != 1]
+    mine = [r for r in records if r.annotator_id == 0]
+    columns: list[tuple[float, float]] = []
+    for own in mine:
+        for other in records:
+            if other.task_id == own.task_id and other.annotator_id != 0:
+                theirs = mid_ranks(other.tiers)
+                columns.extend((rank, theirs[rid]) for rid, rank in mid_ranks(own.tiers).items())
+    expected = krippendorff.alpha(reliability_data=np.array(columns).T, level_of_measurement="ordinal")
+    (row,) = agreement(records, samples=0, annotator_ids=[0]).per_annotator
+    assert row.alpha.value == pytest.approx(expected, abs=1e-12)
+    assert row.overlapping_tasks == len({r.task_id for r in mine})
+
+
+def test_tasks_of_different_sizes_are_compared_within_their_own_rollouts():
+    """Tasks of 2 and of 4 rollouts in one set: α still equals the package's on the annotators × units matrix."""
+    records = simulate(0.5, tasks=20, k=4, seed=8) + [
+        RankingRecord(r.task_id + 500, r.prompt_id + 500, r.annotator_id, r.tiers)
+        for r in simulate(0.5, tasks=20, k=2, seed=9)
+    ]
+    expected = krippendorff.alpha(reliability_data=reliability_matrix(records), level_of_measurement="ordinal")
+    assert agreement(records, samples=0).alpha.value == pytest.approx(expected, abs=1e-12)
