@@ -39,17 +39,18 @@ from pygments.lexers import get_lexer_by_name
 from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
 
-# Pygments' lexers are regular expressions, some with known super-linear cases, and cost ~15 ms per 1,000
+# Pygments' lexers are regular expressions, some with known super-linear cases, and cost ~10 ms per 1,000
 # characters of Python (2 shared cores): a longer block is shown unhighlighted.
 MAX_HIGHLIGHT_CHARS = 10_000
-# markdown-it-py is pure Python: ~3 ms per 1,000 characters of prose, up to ~15 ms for adversarial input
-# (100,000 `*_` took 1.8 s). Imports allow 100,000 characters (PREFLOOP_MAX_TEXT_CHARS), so above this bound
-# the text is shown as it is, escaped, in a <pre>: a page stays under a second whatever was imported.
-MAX_MARKDOWN_CHARS = 30_000
-# Rendered texts kept in memory by content: the same prompt is shown to every annotator of its tasks.
-# Texts over CACHE_MAX_CHARS are rendered each time, so the cache holds at most ~1,024 × 20 kB.
+# markdown-it-py is pure Python: ~2 ms per 1,000 characters of prose, ~15 ms for adversarial input, and worse
+# than linear (30,000 characters of `[` took 1 s; benchmarks/markdown_render.py). Imports allow 100,000 characters
+# (PREFLOOP_MAX_TEXT_CHARS), so above this bound the text is shown as it is, escaped and wrapped, unparsed.
+MAX_MARKDOWN_CHARS = 20_000
+# Rendered texts kept in memory per process, by content: the same prompt and rollouts are shown to every annotator
+# of a task, and a page re-drawn after an error renders them again. Only texts up to _CACHE_MAX_CHARS (most
+# responses) are kept, so the cache stays under ~1,024 × (5 kB + its HTML, a few times that): tens of MB at most.
 _CACHE_ENTRIES = 1024
-_CACHE_MAX_CHARS = 20_000
+_CACHE_MAX_CHARS = 5_000
 
 ALIGN_CLASSES = {"left": "align-left", "center": "align-center", "right": "align-right"}
 
@@ -63,6 +64,7 @@ _TOKEN_CLASSES = {name for name in STANDARD_TYPES.values() if name}
 ALLOWED_CLASSES = {
     "span": _TOKEN_CLASSES,
     "a": {"md-image"},
+    "pre": {"plain"},
     "th": set(ALIGN_CLASSES.values()),
     "td": set(ALIGN_CLASSES.values()),
 }
@@ -138,7 +140,7 @@ def _render_cached(text: str) -> str:
 
 def _render(text: str) -> str:
     if len(text) > MAX_MARKDOWN_CHARS:
-        return _CLEANER.clean(f"<pre>{escapeHtml(text)}</pre>")
+        return _CLEANER.clean(f'<pre class="plain">{escapeHtml(text)}</pre>')
     return _CLEANER.clean(_MD.render(text))
 
 
