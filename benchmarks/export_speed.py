@@ -209,10 +209,12 @@ def export_step() -> None:
     from training.services.export_worker import export_dataset
 
     stages: dict[str, float] = {}
+    stages_cpu: dict[str, float] = {}
 
     class StageHandler(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             stages.update(getattr(record, "stage_seconds", {}))
+            stages_cpu.update(getattr(record, "stage_cpu_seconds", {}))
 
     worker_log = logging.getLogger("training.services.export_worker")
     worker_log.addHandler(StageHandler(logging.INFO))
@@ -241,6 +243,7 @@ def export_step() -> None:
         "cpu_sys_s": cpu_after.ru_stime - cpu_before.ru_stime,
         "postgres_cpu_s": backend_after - backend_before,
         "stages": stages,
+        "stages_cpu": stages_cpu,
     }
     print(json.dumps(figures))
 
@@ -316,11 +319,11 @@ def main() -> None:
             f" (user {figures['cpu_user_s'] * per_million:.1f} + sys {figures['cpu_sys_s'] * per_million:.1f})"
             f" + {figures['postgres_cpu_s'] * per_million:.1f} s postgres backends"
         )
-        stages = figures["stages"]
+        stages, stages_cpu = figures["stages"], figures["stages_cpu"]
         print(
-            "stages            "
-            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stages.items())
-            + f" (sum {sum(stages.values()):.1f} s)"
+            "stages wall/CPU s "
+            + ", ".join(f"{name} {seconds:.1f}/{stages_cpu.get(name, 0.0):.1f}" for name, seconds in stages.items())
+            + f" (sum {sum(stages.values()):.1f}/{sum(stages_cpu.values()):.1f})"
         )
         print(f"load average      {load_before[0]:.2f} before, {load_after[0]:.2f} after (1-minute)")
         print(f"re-export         {figures['again_s']:.2f} s, same version: {figures['same_version']}")

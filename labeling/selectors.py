@@ -216,6 +216,10 @@ def export_rollout_rows(prompt_ids: list[int]) -> list[tuple[int, str, str]]:
 
 
 def _rows_by_id(select: str, key: str, ids: list[int]) -> list[tuple]:
+    if connection.vendor == "postgresql":  # one array parameter: a third of the CPU of thousands of placeholders
+        with connection.cursor() as cursor:  # JSON columns arrive as text: Django loads jsonb with a text loader
+            cursor.execute(f"{select} WHERE {key} = ANY(%s) ORDER BY id", [ids])
+            return cursor.fetchall()
     rows: list[tuple] = []
     for start in range(0, len(ids), EXPORT_CHUNK):
         batch = ids[start : start + EXPORT_CHUNK]

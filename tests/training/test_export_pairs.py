@@ -97,3 +97,30 @@ def test_no_rankings_and_only_all_bad_rankings_give_no_pairs():
     assert (
         len(pair_columns([(1, 1, "[[1], [2]]", True, "{}")], ExportOptions(prompt_set_ids=(1,), all_bad="keep"))) == 1
     )
+
+
+def test_the_array_parser_reads_tiers_as_json_does():
+    """Owner, tier and rollout of every element, as a json.loads loop finds them, over random rankings."""
+    from training.services.export_pairs import _flatten, _parse_tiers
+
+    texts = [json.dumps(tiers) for _, _, tiers, _, _ in random_rankings(11)] + ["[]", "[[]]", "[[], [5]]"]
+    parsed = _parse_tiers(texts)
+    assert parsed is not None
+    expected = _flatten([json.loads(text) for text in texts])
+    assert [a.tolist() for a in parsed] == [a.tolist() for a in expected]
+
+
+@pytest.mark.parametrize("tiers_json", ['[["12"], [3]]', "[[1.5], [3]]", "[1, [2]]", "[[-1], [3]]", "[[1], [2]][]"])
+def test_tiers_the_array_parser_does_not_accept_fall_back_to_json(tiers_json):
+    """Anything but arrays of arrays of plain integers is left to json.loads (or refused by it)."""
+    from training.services.export_pairs import _parse_tiers
+
+    assert _parse_tiers(["[[1], [2]]", tiers_json]) is None
+    try:
+        tiers = json.loads(tiers_json)
+    except json.JSONDecodeError:
+        return
+    if all(isinstance(tier, list) and all(isinstance(rid, int) for rid in tier) for tier in tiers):
+        rankings = [(1, 1, tiers, False, {})]
+        options = ExportOptions(prompt_set_ids=(1,))
+        assert rows_of(pair_columns(as_json(rankings), options)) == expected_rows(rankings, options)
