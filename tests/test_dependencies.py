@@ -87,6 +87,7 @@ LOADED_INDIRECTLY = {
     "redis": "the client Celery's redis:// transport uses",
     "psycopg": "Django's PostgreSQL backend driver",
     "accelerate": "required by transformers' Trainer at run time",
+    "antlr4-python3-runtime": "math-verify's LaTeX parser runtime (math-verify leaves its version open)",
     "tokenizers": "the fast tokenizers transformers loads",
     "django-csp": "the Content-Security-Policy middleware, named in settings.MIDDLEWARE",
     "drf-spectacular-sidecar": "Swagger UI's static files, named in settings.INSTALLED_APPS and SPECTACULAR_SETTINGS",

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from training.judges.base import JudgeInput, Reference, build_judge, combine, reward_function
+from training.judges.base import JudgeInput, Reference, combine, reward_function
+from training.judges.build import build_judge
 from training.judges.config import ConfigError, judge_config
 from training.judges.unit_tests import extract_code
 

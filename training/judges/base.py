@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import traceback
 from abc import ABC
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -138,27 +138,3 @@ def combine(per_judge: Sequence[Sequence[float | None]], weights: Sequence[float
         applicable = [(s, w) for s, w in zip(scores, weights, strict=True) if s is not None and w != 0]
         out.append(sum(s * w for s, w in applicable) if applicable else None)
     return out
-
-
-def build_judge(kind: str, config: Mapping[str, Any] | None = None, *, model_path: str | None = None) -> Judge:
-    """A ready judge of `kind` with a validated config (`ConfigError` otherwise); heavy kinds import lazily."""
-    from training.judges.config import judge_config
-
-    validated = judge_config(kind, config)
-    if kind == "reward_model":
-        from training.judges.reward_model import RewardModelJudge
-
-        if not model_path:
-            raise ValueError("A reward_model judge needs the reward model's path.")
-        return RewardModelJudge(validated, model_path=model_path)  # type: ignore[arg-type]
-    if kind == "unit_tests":
-        from training.judges.unit_tests import UnitTestsJudge
-
-        return UnitTestsJudge(validated)  # type: ignore[arg-type]
-    if kind == "math":
-        from training.judges.math import MathJudge
-
-        return MathJudge(validated)  # type: ignore[arg-type]
-    from training.judges.checkers import CHECKERS
-
-    return CHECKERS[kind](validated)  # type: ignore[call-arg]

@@ -33,7 +33,8 @@ from labeling.services.judge_rankings import (
     tasks_ranked_by_judge_and_humans,
     tasks_with_rollouts,
 )
-from training.judges.base import JudgeInput, Reference, build_judge
+from training.judges.base import JudgeInput, Reference
+from training.judges.build import build_judge
 from training.judges.config import ConfigError, judge_config
 from training.models import AutoRankJob, Judge, JudgeScore, ModelVersion
 from webapp import clock
