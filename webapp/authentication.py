@@ -16,53 +16,56 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
-from django.db.models.expressions import RawSQL
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
+from rest_framework.authtoken.models import Token
 
 # Permission names never hold this character (they are "app_label.codename" identifiers).
 _SEPARATOR = " "
 
 
-def _permission_names_sql(token_table: str) -> str:
-    """A scalar subquery: the token user's permission names, own and through groups, joined by _SEPARATOR.
-
-    The same two sources as ModelBackend (`user.user_permissions` and the permissions of `user.groups`).
-    """
+def _user_with_permissions_sql() -> str:
+    """The token's user (every column) and the names of all their permissions, own and through groups (the same two
+    sources as ModelBackend), joined by _SEPARATOR. Written out rather than built by the ORM: compiling the
+    equivalent queryset cost more CPU per request than everything else in authentication."""
     user_model = get_user_model()
+    user_table = user_model._meta.db_table
     user_perms = user_model.user_permissions.through._meta.db_table
     user_groups = user_model.groups.through._meta.db_table
     group_perms = Group.permissions.through._meta.db_table
     permission, content_type = Permission._meta.db_table, ContentType._meta.db_table
+    token_table = Token._meta.db_table
     aggregate = "group_concat(name, ' ')" if connection.vendor == "sqlite" else "string_agg(name, ' ')"
     named = f"""SELECT ct.app_label || '.' || p.codename AS name FROM {permission} p
                 JOIN {content_type} ct ON ct.id = p.content_type_id"""
-    return f"""(SELECT {aggregate} FROM (
-        {named} JOIN {user_perms} up ON up.permission_id = p.id WHERE up.user_id = {token_table}.user_id
-        UNION
-        {named} JOIN {group_perms} gp ON gp.permission_id = p.id
-                JOIN {user_groups} ug ON ug.group_id = gp.group_id WHERE ug.user_id = {token_table}.user_id
-    ) AS names)"""
+    return f"""SELECT u.*, (SELECT {aggregate} FROM (
+            {named} JOIN {user_perms} up ON up.permission_id = p.id WHERE up.user_id = u.id
+            UNION
+            {named} JOIN {group_perms} gp ON gp.permission_id = p.id
+                    JOIN {user_groups} ug ON ug.group_id = gp.group_id WHERE ug.user_id = u.id
+        ) AS names) AS permission_names
+        FROM {token_table} t JOIN {user_table} u ON u.id = t.user_id
+        WHERE t.key = %s"""
 
 
 class TokenWithPermissionsAuthentication(TokenAuthentication):
     """`Authorization: Token <key>`, as DRF's, with the user's permissions loaded in the same query."""
 
+    _sql: str | None = None
+
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        model = self.get_model()
-        table = connection.ops.quote_name(model._meta.db_table)
-        token = (
-            model.objects.select_related("user")
-            .annotate(permission_names=RawSQL(_permission_names_sql(table), ()))
-            .filter(key=key)
-            .first()
-        )
-        if token is None:
+        if TokenWithPermissionsAuthentication._sql is None:  # built once per process, after the apps are ready
+            TokenWithPermissionsAuthentication._sql = _user_with_permissions_sql()
+        # raw() still applies each field's database converters, so the user is what the ORM would load.
+        user = next(iter(get_user_model().objects.raw(self._sql, [key])), None)
+        if user is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        user = token.user
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         if not user.is_superuser:  # a superuser's has_perm never reads the cache; get_all_permissions would
-            user._perm_cache = set((token.permission_names or "").split(_SEPARATOR)) - {""}
+            user._perm_cache = set((user.permission_names or "").split(_SEPARATOR)) - {""}
+        # request.auth: the token, its other columns read only if asked for (deferred).
+        token = Token.from_db(connection.alias, ["key", "user_id"], [key, user.pk])
+        token.user = user
         return user, token

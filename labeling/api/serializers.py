@@ -163,6 +163,23 @@ class RankingOut(serializers.ModelSerializer):
         ]
 
 
+def ranking_payload(ranking: Ranking) -> dict:
+    """`RankingOut(ranking).data`, built directly: a ModelSerializer builds its fields anew for every instance,
+    which cost a third of the submit's CPU (tests check both give the same answer)."""
+    return {
+        "id": ranking.pk,
+        "assignment": ranking.assignment_id,
+        "task": ranking.task_id,
+        "tiers": ranking.tiers,
+        "all_bad": ranking.all_bad,
+        "flags": ranking.flags,
+        "display_order": ranking.display_order,
+        "time_spent_ms": ranking.time_spent_ms,
+        "rationale": ranking.rationale,
+        "created_at": _DATETIME.to_representation(ranking.created_at),
+    }
+
+
 class ImportIn(serializers.Serializer):
     file = serializers.FileField(required=False)
     content = serializers.CharField(required=False, trim_whitespace=False, help_text="The file's text, inline.")

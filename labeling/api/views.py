@@ -146,7 +146,7 @@ class SubmitRankingView(APIView):
             rationale=data["rationale"],
         )
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        return Response(s.RankingOut(result.ranking).data, status=code)
+        return Response(s.ranking_payload(result.ranking), status=code)
 
 
 class SkipView(APIView):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -183,7 +184,7 @@ def _submit_in_one_statement(
     locked path then gives the answer (the first ranking, or the refusal) exactly as before.
     """
     now = clock.now()
-    assignment = Assignment.objects.filter(pk=assignment_id).first()
+    assignment = _read_assignment(assignment_id)
     if assignment is None:
         raise RankingRejected(f"Unknown task assignment {assignment_id}.", code="unknown_assignment")
     if assignment.annotator_id != annotator.pk:
@@ -212,6 +213,28 @@ def _submit_in_one_statement(
     ranking.pk = row[0]
     ranking._state.adding, ranking._state.db = False, connection.alias
     return SubmitResult(ranking, created=True)
+
+
+_READ_SQL = "SELECT task_id, annotator_id, status, display_order::text, leased_at, leased_until FROM {} WHERE id = %s"
+_BIGINT_MAX = 2**63 - 1
+
+
+def _read_assignment(assignment_id: int) -> Assignment | None:
+    """The assignment (finished_at left deferred), read with a fixed statement: compiling the ORM's equivalent
+    cost a third of the submit's CPU. Postgres only (display_order comes back as JSON text)."""
+    if not 0 < assignment_id <= _BIGINT_MAX:  # the ORM answers "none" for ids its column cannot hold; so do we
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_READ_SQL.format(Assignment._meta.db_table), [assignment_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    task_id, annotator_id, status, order, leased_at, leased_until = row
+    return Assignment.from_db(
+        connection.alias,
+        ["id", "task_id", "annotator_id", "status", "display_order", "leased_at", "leased_until"],
+        [assignment_id, task_id, annotator_id, status, json.loads(order), leased_at, leased_until],
+    )
 
 
 def _checked_ranking(assignment, annotator, now, tiers, all_bad, flags, time_spent_ms, rationale) -> Ranking:

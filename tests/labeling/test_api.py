@@ -268,3 +268,23 @@ def test_an_unknown_prompt_set_is_still_a_400(api):
     """The set's existence is checked only when nothing was handed out, and still answered as before."""
     response = api.post("/api/tasks/next/", {"prompt_set": 999_999}, format="json")
     assert (response.status_code, response.json()["field"]) == (400, "prompt_set")
+
+
+def test_the_submit_payload_is_what_the_documented_serializer_gives(api):
+    """The hand-built submit answer equals RankingOut's, for the stored ranking and for one read back fresh."""
+    from labeling.api.serializers import RankingOut, ranking_payload
+
+    prompt_set = prompt_set_with_tasks(n_prompts=1, rollouts_per_task=3)
+    task = take(api, prompt_set)
+    ids = [r["id"] for r in task["rollouts"]]
+    body = {"assignment": task["assignment"], "ranking": [ids[0], ids[1:]], "flags": {str(ids[2]): "harmful"}}
+    answered = submit(api, {**body, "rationale": "first is clearest"}).json()
+    stored = Ranking.objects.get()
+    assert answered == RankingOut(stored).data == ranking_payload(stored)
+    assert answered["tiers"] == [[ids[0]], ids[1:]] and answered["rationale"] == "first is clearest"
+
+
+def test_a_submit_for_an_assignment_id_beyond_the_column_gets_a_400(api):
+    """An id no bigint can hold is an unknown assignment (400), not a database error."""
+    response = submit(api, {"assignment": 2**70, "ranking": [1, 2]})
+    assert (response.status_code, response.json()["code"]) == (400, "unknown_assignment")
