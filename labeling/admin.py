@@ -22,6 +22,7 @@ from labeling.services.errors import ImportRejected
 from labeling.services.importing import ImportReport, import_file
 from labeling.services.parsing import PromptRecord, sha256_text
 from labeling.services.task_builder import build_tasks
+from labeling.templatetags.model_text import markdown
 
 
 @admin.register(PromptSet)
@@ -40,7 +41,7 @@ class PromptSetAdmin(admin.ModelAdmin):
     ]
     list_editable = ["is_paused"]
     search_fields = ["name", "description"]
-    readonly_fields = ["progress", "created_at", "created_by"]
+    readonly_fields = ["progress", "guidelines_preview", "created_at", "created_by"]
     actions = ["pause", "resume", "rebuild_tasks"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PromptSet]:
@@ -91,6 +92,11 @@ class PromptSetAdmin(admin.ModelAdmin):
             p.rankings,
             reverse("admin:labeling_promptset_agreement", args=[prompt_set.pk]),
         )
+
+    @admin.display(description="guidelines as annotators see them")
+    def guidelines_preview(self, prompt_set: PromptSet) -> str:
+        # The same sanitised rendering as the ranking page (labeling.rendering), as saved.
+        return markdown(prompt_set.guidelines) if prompt_set.guidelines else "—"
 
     def save_model(self, request, obj, form, change) -> None:
         if not change:

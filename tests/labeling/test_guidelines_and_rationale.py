@@ -212,3 +212,13 @@ def test_rollouts_and_plain_prompts_render_as_markdown(logged_in):
     assert '<span class="k">def</span>' in html
     assert '<a href="https://docs.python.org/3/" rel="noopener noreferrer nofollow">the docs</a>' in html
     assert Prompt.objects.get().text == "Write *one* function"  # stored as imported; only the page renders it
+
+
+def test_the_admin_previews_the_guidelines_as_annotators_see_them(client, admin_user):
+    """The prompt set's change page shows the rendered, sanitised guidelines under the editable text."""
+    prompt_set = PromptSetFactory(guidelines=GUIDELINES)
+    client.force_login(admin_user)
+    html = client.get(f"/admin/labeling/promptset/{prompt_set.pk}/change/").content.decode()
+    assert "guidelines as annotators see them" in html.lower()
+    assert "<strong>correct</strong>" in html and "<li>cite sources</li>" in html
+    assert "<script>alert('guidelines')" not in html
