@@ -17,9 +17,9 @@ from django.utils.html import format_html, format_html_join
 
 from labeling.models import PromptSet
 from training.admin._common import ADMIN_CSS, admin_link, pretty_json
-from training.judges.config import ConfigError, judge_config
+from training.judges.config import ConfigError
 from training.models import AutoRankJob, Judge, JudgeScore
-from training.services.judging import judge_agreement, judge_create, request_auto_rank
+from training.services.judging import judge_agreement, judge_create, request_auto_rank, validate_judge
 
 
 class JudgeAddForm(forms.ModelForm):
@@ -36,9 +36,9 @@ class JudgeAddForm(forms.ModelForm):
         kind = cleaned.get("kind")
         if kind:
             try:
-                judge_config(kind, cleaned.get("config") or {})
+                validate_judge(kind=kind, config=cleaned.get("config") or {}, reward_model=cleaned.get("reward_model"))
             except ConfigError as error:
-                self.add_error("config", str(error))
+                self.add_error("reward_model" if error.field == "reward_model" else "config", str(error))
         return cleaned
 
 

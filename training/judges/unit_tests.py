@@ -11,6 +11,9 @@ not applicable.
 from __future__ import annotations
 
 import ast
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from training.judges.base import Judge, JudgeInput, JudgeResult, not_applicable
 from training.judges.checkers import CODE_BLOCK
@@ -46,6 +49,17 @@ class UnitTestsJudge(Judge):
             cpu_seconds=config.cpu_seconds,
             memory_bytes=config.memory_mb * 1024 * 1024,
         )
+
+    def _score_batch(self, items: Sequence[JudgeInput]) -> list[JudgeResult]:
+        """Runs side by side, one per CPU: each is a separate sandboxed process, mostly waiting on its own work."""
+        if len(items) <= 1:
+            return super()._score_batch(items)
+        with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+            return [
+                result
+                for batch in pool.map(lambda item: super(UnitTestsJudge, self)._score_batch([item]), items)
+                for result in batch
+            ]
 
     def _score(self, item: JudgeInput) -> JudgeResult:
         if not item.reference.tests:

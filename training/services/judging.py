@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from labeling.models import PromptSet
 from labeling.services.judge_rankings import (
@@ -43,8 +43,10 @@ from webapp.celery import app
 log = logging.getLogger(__name__)
 
 EXECUTE_AUTO_RANK = "training.execute_auto_rank"
-# Rollouts scored per judge call: a reward model batches inside it; sandboxed tests run one by one anyway.
+# Rollouts scored per judge call, and so per write of their scores. A reward-model call loads the model (the
+# current scoring path loads per call), so its calls are fewer and bigger; the texts of 2,048 rollouts are MBs.
 SCORE_BATCH = 64
+REWARD_MODEL_BATCH = 2048
 
 
 def judge_create(
@@ -56,6 +58,19 @@ def judge_create(
     created_by=None,
 ) -> Judge:
     """A new judge with a validated config and its own user (inactive, no usable password: it cannot log in)."""
+    validated = validate_judge(kind=kind, config=config, reward_model=reward_model)
+    if Judge.objects.filter(name=name).exists():
+        raise ConfigError(f"A judge named {name!r} exists already.", field="name")
+    try:
+        with transaction.atomic():
+            judge = _create_with_user(name, kind, validated, reward_model, created_by)
+    except IntegrityError:  # a concurrent create took the name between the check and the insert
+        raise ConfigError(f"A judge named {name!r} exists already.", field="name") from None
+    return judge
+
+
+def validate_judge(*, kind: str, config: dict | None, reward_model: ModelVersion | None) -> dict:
+    """The judge's validated config as stored; `ConfigError` names the field at fault (a config key, the model)."""
     validated = judge_config(kind, config)
     if kind == Judge.Kind.REWARD_MODEL:
         if reward_model is None:
@@ -66,17 +81,16 @@ def judge_create(
             )
     elif reward_model is not None:
         raise ConfigError(f"Only reward_model judges take a reward model, not {kind}.", field="reward_model")
-    if Judge.objects.filter(name=name).exists():
-        raise ConfigError(f"A judge named {name!r} exists already.", field="name")
-    with transaction.atomic():
-        judge = Judge.objects.create(
-            name=name, kind=kind, config=validated.to_dict(), reward_model=reward_model, created_by=created_by
-        )
-        user = get_user_model()(username=f"judge-{judge.pk}", is_active=False, first_name=name[:150])
-        user.set_unusable_password()
-        user.save()
-        judge.user = user
-        judge.save(update_fields=["user"])
+    return validated.to_dict()
+
+
+def _create_with_user(name: str, kind: str, config: dict, reward_model: ModelVersion | None, created_by) -> Judge:
+    judge = Judge.objects.create(name=name, kind=kind, config=config, reward_model=reward_model, created_by=created_by)
+    user = get_user_model()(username=f"judge-{judge.pk}", is_active=False, first_name=name[:150])
+    user.set_unusable_password()
+    user.save()
+    judge.user = user
+    judge.save(update_fields=["user"])
     return judge
 
 
@@ -94,8 +108,9 @@ def score_prompt_set(*, judge: Judge, prompt_set: PromptSet, rescore: bool = Fal
         return 0
     references = prompt_references({rollout.prompt_id for rollout in rollouts})
     runnable = _runnable(judge)
-    for start in range(0, len(rollouts), SCORE_BATCH):
-        batch = rollouts[start : start + SCORE_BATCH]
+    size = REWARD_MODEL_BATCH if judge.kind == Judge.Kind.REWARD_MODEL else SCORE_BATCH
+    for start in range(0, len(rollouts), size):
+        batch = rollouts[start : start + size]
         items = []
         for rollout in batch:
             reference = references[rollout.prompt_id]
@@ -174,10 +189,14 @@ def _send(job: AutoRankJob) -> None:
 
 
 def execute_auto_rank(job_id: int) -> AutoRankJob:
-    """Worker side: run the job once (a job not QUEUED is left as it is) and record how it ended."""
-    claimed = AutoRankJob.objects.filter(pk=job_id, status=AutoRankJob.Status.QUEUED).update(
-        status=AutoRankJob.Status.RUNNING, started_at=clock.now()
-    )
+    """Worker side: run the job and record how it ended; a finished job is left as it is.
+
+    A RUNNING job is run again: that is a message redelivered after its worker died (acks_late), and auto-rank is
+    idempotent (scores and rankings are upserts), so finishing it is safe where leaving it RUNNING would not be.
+    """
+    claimed = AutoRankJob.objects.filter(
+        pk=job_id, status__in=[AutoRankJob.Status.QUEUED, AutoRankJob.Status.RUNNING]
+    ).update(status=AutoRankJob.Status.RUNNING, started_at=clock.now())
     job = AutoRankJob.objects.select_related("judge__reward_model", "prompt_set").get(pk=job_id)
     if not claimed:
         return job
