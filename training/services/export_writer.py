@@ -24,8 +24,9 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
@@ -294,6 +295,21 @@ def _write_slices(pairs: PairColumns, prompts: _Texts, rollouts: _Texts) -> Iter
         start = stop
 
 
+#: Chunks handed to the writer thread and not yet written: one being written, one waiting. More would only hold
+#: memory: the reader is never much ahead of the writer for long.
+_CHUNKS_IN_FLIGHT = 2
+
+
+def _write_chunk(
+    writers: dict[str, _SplitWriter], pairs: PairColumns, prompts: _Texts, rollouts: _Texts, prompt_in_test: np.ndarray
+) -> None:
+    """Append a chunk's rows to their split's files (in the writer thread)."""
+    pair_in_test = prompt_in_test[prompts.rows(pairs.prompt_id)]
+    for name, rows in (("train", ~pair_in_test), ("test", pair_in_test)):
+        for part in _write_slices(pairs.take(np.flatnonzero(rows)), prompts, rollouts):
+            writers[name].write(part, prompts, rollouts)
+
+
 def write_export(
     *,
     rankings: Iterable[RankingJson],
@@ -325,34 +341,47 @@ def write_export(
     lowest: tuple[float, int] | None = None
     chunks = _chunks(rankings, prompt_chunk or PROMPT_CHUNK)
     try:
-        while True:
-            with clock.stage("rankings"):
-                chunk = next(chunks, None)
-            if chunk is None:
-                break
-            with clock.stage("pairs"):
-                pairs = pair_columns(chunk, options)
-            n_rankings += len(chunk)
-            if len(pairs):
-                prompt_ids = np.unique(pairs.prompt_id)
-                with clock.stage("texts"):
-                    prompt_data = prompt_rows(prompt_ids.tolist())
-                    rollout_data = rollout_rows(prompt_ids.tolist())
-                with clock.stage("encode texts"):
-                    prompts = _prompt_texts(prompt_data, conversational)
-                    rollouts = _rollout_texts(rollout_data, conversational)
-                in_test = np.zeros(len(prompt_ids), dtype=bool)
-                for index, (pid, _, _, content_hash) in enumerate(prompt_data):
-                    score = split_score(content_hash, options.seed)
-                    lowest = min(lowest, (score, pid)) if lowest else (score, pid)
-                    in_test[index] = score < options.test_fraction or pid == forced_test_prompt
-                prompts_seen += len(prompt_data)
-                pair_in_test = in_test[prompts.rows(pairs.prompt_id)]
-                for name, rows in (("train", ~pair_in_test), ("test", pair_in_test)):
-                    for part in _write_slices(pairs.take(np.flatnonzero(rows)), prompts, rollouts):
-                        writers[name].write(part, prompts, rollouts)
-                n_pairs += len(pairs)
-            on_progress(n_rankings, n_pairs)
+        # One writer thread lays out, compresses, hashes and writes a chunk (Arrow, Parquet, hashlib and file writes
+        # release the GIL) while this thread reads and decodes the next one from the database: the database work
+        # (this thread's connection, so it sees this transaction's rows) overlaps the encoding.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-writer") as pool:
+            pending: deque[Future[None]] = deque()
+            try:
+                while True:
+                    with clock.stage("rankings"):
+                        chunk = next(chunks, None)
+                    if chunk is None:
+                        break
+                    with clock.stage("pairs"):
+                        pairs = pair_columns(chunk, options)
+                    n_rankings += len(chunk)
+                    if len(pairs):
+                        prompt_ids = np.unique(pairs.prompt_id)
+                        with clock.stage("texts"):
+                            prompt_data = prompt_rows(prompt_ids.tolist())
+                            rollout_data = rollout_rows(prompt_ids.tolist())
+                        with clock.stage("encode texts"):
+                            prompts = _prompt_texts(prompt_data, conversational)
+                            rollouts = _rollout_texts(rollout_data, conversational)
+                        in_test = np.zeros(len(prompt_ids), dtype=bool)
+                        for index, (pid, _, _, content_hash) in enumerate(prompt_data):
+                            score = split_score(content_hash, options.seed)
+                            lowest = min(lowest, (score, pid)) if lowest else (score, pid)
+                            in_test[index] = score < options.test_fraction or pid == forced_test_prompt
+                        prompts_seen += len(prompt_data)
+                        if len(pending) >= _CHUNKS_IN_FLIGHT:
+                            with clock.stage("waiting for the writer"):
+                                pending.popleft().result()
+                        pending.append(pool.submit(_write_chunk, writers, pairs, prompts, rollouts, in_test))
+                        n_pairs += len(pairs)
+                    on_progress(n_rankings, n_pairs)
+                while pending:
+                    with clock.stage("waiting for the writer"):
+                        pending.popleft().result()
+            except BaseException:
+                for future in pending:  # the files are discarded anyway: write no more of them
+                    future.cancel()
+                raise
     finally:
         for writer in writers.values():
             writer.close()
