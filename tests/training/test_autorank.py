@@ -280,3 +280,22 @@ def test_auto_rank_requested_through_the_api_runs_on_a_real_worker(tmp_path, set
     assert job.status == AutoRankJob.Status.SUCCEEDED, job.error
     assert (job.rollouts_scored, job.tasks_ranked, job.tasks_skipped) == (9, 2, 1)
     assert job.celery_task_id
+
+
+def test_admin_add_form_refuses_a_policy_as_a_reward_model(admin_user):
+    from training.models import ModelVersion
+
+    policy = ModelVersion.objects.create(name="a policy", kind=ModelVersion.Kind.POLICY, path="/models/policy")
+    client = Client()
+    client.force_login(admin_user)
+    form = {"name": "rm", "kind": "reward_model", "config": "{}", "reward_model": policy.pk}
+    refused = client.post("/admin/training/judge/add/", form)
+    assert refused.status_code == 200 and "not a reward model" in refused.content.decode()
+    assert not Judge.objects.exists()
+
+
+def test_a_job_left_running_by_a_dead_worker_is_finished_when_its_message_comes_back(arithmetic_set, last_line_judge):
+    job = AutoRankJob.objects.create(
+        judge=last_line_judge, prompt_set=arithmetic_set, status=AutoRankJob.Status.RUNNING
+    )
+    assert execute_auto_rank(job.pk).status == AutoRankJob.Status.SUCCEEDED
