@@ -14,4 +14,5 @@ COPY . .
 # A throw-away key for this one build step only (collectstatic signs nothing).
 RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v0
 EXPOSE 8000
-CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]
+# Workers, threads, keep-alive and timeouts: gunicorn.conf.py, the settings benchmarks/load.py measures.
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "--bind", "0.0.0.0:8000"]

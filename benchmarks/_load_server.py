@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import runpy
 import signal
 import socket
 import subprocess
@@ -13,6 +15,13 @@ from pathlib import Path
 from benchmarks._common import ROOT, FreshDatabase, children_of
 
 PY = sys.executable
+COUNTING_CONFIG = Path(__file__).resolve().with_name("_gunicorn_counting.py")
+SHIPPED_CONFIG = ROOT / "gunicorn.conf.py"
+
+
+def shipped_settings() -> dict:
+    """The settings gunicorn.conf.py gives on this machine (what scripts/run, the Dockerfile and compose start)."""
+    return {k: v for k, v in runpy.run_path(str(SHIPPED_CONFIG)).items() if not k.startswith("_")}
 
 
 def free_port() -> int:
@@ -26,36 +35,37 @@ class Gunicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = database.tmp / "gunicorn.log"
+        # The shipped gunicorn.conf.py (through the counting config); only what the command line varies is overridden.
+        self.counts = database.tmp / "counts"
+        self.counts.mkdir(exist_ok=True)
         self.cmd = [
             str(Path(PY).with_name("gunicorn")) if Path(PY).with_name("gunicorn").exists() else "gunicorn",
-            "webapp.wsgi:application",
+            "--config",
+            str(COUNTING_CONFIG),
             "--bind",
             f"127.0.0.1:{self.port}",
-            "--worker-class",
-            args.worker_class,
-            "--workers",
-            str(args.workers),
-            "--threads",
-            str(args.threads),
-            "--keep-alive",
-            str(args.keep_alive),
-            "--timeout",
-            "60",
-            "--graceful-timeout",
-            "15",
-            "--backlog",
-            "2048",
             "--log-level",
             "warning",
             "--error-logfile",
             str(self.log),
+            "--access-logfile",
+            str(database.tmp / "access.log"),
             "--chdir",
             str(ROOT),
         ]
+        overrides = {"--worker-class": args.worker_class, "--workers": args.workers, "--threads": args.threads}
+        overrides["--keep-alive"] = args.keep_alive
+        for flag, value in overrides.items():
+            if value is not None:
+                self.cmd += [flag, str(value)]
         if args.preload:
             self.cmd.append("--preload")
         self.proc = subprocess.Popen(
-            self.cmd, env=database.env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            self.cmd,
+            env=database.env(PREFLOOP_BENCH_COUNT_DIR=str(self.counts)),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -86,6 +96,14 @@ class Gunicorn:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    def round_trips(self) -> dict[str, int]:
+        """What the workers counted (requests, statements, transactions, health checks), once they have exited."""
+        total: dict[str, int] = {}
+        for path in self.counts.glob("*.json"):
+            for kind, n in json.loads(path.read_text()).items():
+                total[kind] = total.get(kind, 0) + n
+        return total
 
     def tail(self, lines: int = 30) -> str:
         try:

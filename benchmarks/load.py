@@ -12,11 +12,10 @@ each a thread with its own persistent httpx client, doing POST /api/tasks/next/ 
 /api/rankings/ until the time is up → gunicorn stopped (SIGTERM, graceful) → correctness counts
 read back from the database through the ORM.
 
-Server defaults for a small box: one gthread worker process per core, 4 threads each (they overlap
-database waits), keep-alive 0. With keep-alive on, a gthread worker keeps every connection it
-accepted, so 32 persistent clients end up unevenly spread over the workers (measured: 20 vs 68
-cycles per annotator in one run); closing after each response, as nginx's default upstream does,
-lets the next request go to whichever worker is free. `--keep-alive 30` measures the other setup.
+The server runs with the shipped gunicorn.conf.py (what scripts/run, the Dockerfile and compose start: gthread,
+one worker per core, 4 threads, keep-alive 0; that file says why); --workers, --threads, --keep-alive and
+--worker-class override it for one run (`--keep-alive 30` measures the unfair setup of issue 13). Every worker
+counts its requests and database round trips (benchmarks/_gunicorn_counting.py), printed per cycle.
 
 It prints figures and asserts nothing (exit status 0 unless the benchmark itself could not run).
 """
@@ -46,7 +45,7 @@ from benchmarks._common import (
     percentile,
 )
 from benchmarks._load_clients import Annotator, annotate
-from benchmarks._load_server import Gunicorn
+from benchmarks._load_server import Gunicorn, shipped_settings
 
 PY = sys.executable
 
@@ -182,6 +181,20 @@ def cpu_report(before, after, seconds: float, groups: dict[str, set[int]], postg
     return "\n".join(lines)
 
 
+def round_trips_report(counted: dict[str, int], cycles: int) -> str:
+    """Round trips per next → submit cycle, over the whole run (warm-up included), from the workers' own counts."""
+    if not cycles or not counted:
+        return "not counted (no cycle, or the workers wrote no counts)"
+    kinds = ("statements", "transactions", "health_checks")
+    total = sum(counted.get(kind, 0) for kind in kinds)
+    parts = " + ".join(f"{counted.get(kind, 0) / cycles:.2f} {kind.replace('_', ' ')}" for kind in kinds)
+    requests = counted.get("requests", 0)
+    return (
+        f"{total / cycles:.2f} per cycle ({parts}); {requests} requests served for {cycles} cycles "
+        f"({total / requests if requests else float('nan'):.2f} per request)"
+    )
+
+
 def background_cpu(seconds: float = 1.0) -> float:
     """% of one core the machine is busy before we start (other jobs skew every figure)."""
     busy0, _ = cpu_busy_ticks()
@@ -205,15 +218,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of load before the window (not measured)")
     parser.add_argument("--prompts", type=int, default=2000, help="prompts × 4 rollouts → one task each")
     parser.add_argument("--overlap", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=None, help="gunicorn worker processes (default: one per core)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker (they overlap database waits)")
-    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py's)")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: gunicorn.conf.py's)")
+    parser.add_argument("--worker-class", default=None, help="default: gunicorn.conf.py's (gthread)")
     parser.add_argument(
         "--keep-alive",
         type=int,
-        default=0,
-        help="gunicorn keep-alive seconds (0: close after each response; a gthread connection stays on the "
-        "worker that accepted it while kept alive)",
+        default=None,
+        help="gunicorn keep-alive seconds (default: gunicorn.conf.py's, 0: close after each response; a gthread "
+        "connection stays on the worker that accepted it while kept alive)",
     )
     parser.add_argument("--preload", action="store_true", help="gunicorn --preload")
     parser.add_argument("--think-ms", type=float, default=0, help="pause between next and submit (closed loop: 0)")
@@ -230,15 +243,26 @@ def main() -> None:
         return
 
     cores = os.cpu_count() or 1
-    args.workers = args.workers or cores
+    shipped = shipped_settings()
+    effective = {
+        "worker class": args.worker_class or shipped["worker_class"],
+        "workers": args.workers or shipped["workers"],
+        "threads": args.threads or shipped["threads"],
+        "keep-alive": f"{shipped['keepalive'] if args.keep_alive is None else args.keep_alive}s",
+    }
     print(
         f"load benchmark: db={args.db} annotators={args.annotators} window={args.seconds:g}s "
         f"(+{args.warmup:g}s warm-up) prompts={args.prompts} rollouts/task=4 overlap={args.overlap}"
     )
+    overridden = [
+        flag for flag in ("worker_class", "workers", "threads", "keep_alive") if getattr(args, flag) is not None
+    ]
     print(
-        f"server: gunicorn {args.worker_class} workers={args.workers} threads={args.threads} "
-        f"keep-alive={args.keep_alive}s "
-        f"(machine: {cores} cores; load generator shares them)"
+        "server: gunicorn "
+        + " ".join(f"{k}={v}" for k, v in effective.items())
+        + f" (gunicorn.conf.py{', overridden: ' + ', '.join(overridden) if overridden else ''}; "
+        f"machine: {cores} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        "load generator shares them)"
     )
 
     print(f"background CPU before start: {background_cpu():.0f}% of one core")
@@ -298,6 +322,7 @@ def main() -> None:
         stuck = sum(thread.is_alive() for thread in threads)
         code = server.stop()
         server_log = server.tail(10)
+        counted = server.round_trips()
         server = None
         print(f"gunicorn stopped (exit {code})" + (f"; {stuck} annotator threads still running" if stuck else ""))
 
@@ -316,10 +341,12 @@ def main() -> None:
         print(f"submit latency ms:   {ms([c[2] for c in in_window])}")
         print(f"cycle  latency ms:   {ms([c[1] + c[2] for c in in_window])}")
         per_annotator = sorted(sum(1 for c in a.cycles if window_start <= c[0] <= window_end) for a in annotators)
+        spread = f"{per_annotator[-1] / per_annotator[0]:.2f}" if per_annotator[0] else "inf"
         print(
             f"cycles per annotator: min {per_annotator[0]}, median {per_annotator[len(per_annotator) // 2]}, "
-            f"max {per_annotator[-1]} (fairness)"
+            f"max {per_annotator[-1]}; max/min {spread} (fairness; target ≤ 1.5)"
         )
+        print("SQL round trips:     " + round_trips_report(counted, all_cycles))
         print("HTTP errors:         " + (", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "none"))
         print(f"submits answered 200 (retry) on a first submit: {sum(a.retried_200 for a in annotators)}")
         print(f"annotators that got 204 (queue drained for them): {sum(a.drained for a in annotators)}")

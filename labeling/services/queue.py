@@ -312,9 +312,9 @@ lease AS (
 )
 SELECT lease.id, lease.task_id, lease.display_order::text, lease.leased_at, lease.leased_until,
        t.prompt_set_id, t.prompt_id, p.text, p.messages::text,
-       (SELECT json_agg(json_build_object('id', r.id, 'text', r.text) ORDER BY shown_ids.n)
-        FROM jsonb_array_elements_text(lease.display_order) WITH ORDINALITY AS shown_ids(rollout_id, n)
-        JOIN {rollout} r ON r.id = shown_ids.rollout_id::bigint)::text AS rollouts,
+       (SELECT json_agg(json_build_object('id', r.id, 'text', r.text))
+        FROM {task_rollout} tr JOIN {rollout} r ON r.id = tr.rollout_id
+        WHERE tr.task_id = lease.task_id)::text AS rollouts,
        (SELECT id FROM held WHERE lease.id IS NULL) AS held_id,
        EXISTS (SELECT 1 FROM picked) AS picked,
        EXISTS (SELECT 1 FROM {assignment} WHERE status = 'leased' AND leased_until <= %(now)s) AS expired_elsewhere
@@ -377,8 +377,11 @@ def _take_one(annotator: User, prompt_set_id: int | None, now: datetime, rng: ra
     assignment.task = task
     assignment.annotator = annotator
     # Read by the API's answer (labeling.api.serializers); not a model field.
+    # The task's rollouts come by the task's index (the planner misjudged a join on the display order's ids as
+    # ~100 rows and scanned the whole rollout table); they are put in display order here.
+    text_of = {r["id"]: r["text"] for r in json.loads(rollouts or "[]")}
     assignment.shown = [  # type: ignore[attr-defined]
-        Rollout.from_db(connection.alias, ["id", "text"], [r["id"], r["text"]]) for r in json.loads(rollouts or "[]")
+        Rollout.from_db(connection.alias, ["id", "text"], [rid, text_of[rid]]) for rid in assignment.display_order
     ]
     return _Lease(assignment, None, picked, expired)
 
