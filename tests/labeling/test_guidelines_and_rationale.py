@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from labeling.models import RATIONALE_MAX_CHARS, Assignment, Prompt, Ranking
@@ -9,6 +12,7 @@ from labeling.services.importing import import_file
 from labeling.services.ranking import submit_ranking
 from labeling.services.task_builder import build_tasks
 from tests.factories import PromptFactory, PromptSetFactory, RolloutFactory, prompt_set_with_tasks
+from tests.labeling.test_rendering import PAYLOADS, unsafe_parts
 
 pytestmark = pytest.mark.django_db
 
@@ -222,3 +226,26 @@ def test_the_admin_previews_the_guidelines_as_annotators_see_them(client, admin_
     assert "guidelines as annotators see them" in html.lower()
     assert "<strong>correct</strong>" in html and "<li>cite sources</li>" in html
     assert "<script>alert('guidelines')" not in html
+
+
+def test_every_payload_on_the_ranking_page_renders_inside_the_allow_list(logged_in):
+    """Server side of the browser XSS test: each payload of test_rendering as a prompt and a response; every
+    rendered block on the page holds nothing outside the allow-list, and no block was closed early."""
+    payloads = list(PAYLOADS.values())
+    prompt_set = PromptSetFactory(rollouts_per_task=2, overlap=1)
+    records = [
+        {"prompt": [{"role": "user", "content": payload}], "responses": [payload, f"*{payload}*"]}
+        for payload in payloads
+    ]
+    import_file(prompt_set=prompt_set, data="\n".join(json.dumps(r) for r in records).encode(), filename="x.jsonl")
+    seen = 0
+    for _ in payloads:
+        html = page_of(logged_in, prompt_set)
+        blocks = re.findall(r'<div class="text md">(.*?)</div>', html, flags=re.DOTALL)
+        assert len(blocks) == 3  # one prompt turn, two responses: none broke out of its <div>
+        for block in blocks:
+            assert unsafe_parts(block) == [], block
+        seen += 1
+        assignment = Assignment.objects.get(status=Assignment.Status.LEASED)
+        logged_in.post(f"/label/assignments/{assignment.pk}/submit/", ranks_for(assignment))
+    assert seen == len(payloads) and Ranking.objects.count() == len(payloads)
