@@ -5,7 +5,8 @@ The export writes `train.parquet` and `test.parquet` with `prompt`/`chosen`/`rej
 `annotator`, `prompt_id`, ...). TRL would try to tokenize or collate those extras, so they are dropped here, and a
 malformed export fails now with a message naming the file and column rather than deep inside a tokenizer.
 Standard-format prompts get the prompt/completion separator of `formatting.completion_prompt` here, at training
-time, so the exported files stay exactly what was imported.
+time, so the exported files stay exactly what was imported. Token ids come next, from `tokenization` (the reward and
+DPO recipes call it with the run's tokenizer), by the rules generation and reward scoring use too.
 """
 
 from __future__ import annotations
