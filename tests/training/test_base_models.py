@@ -195,3 +195,27 @@ def test_a_conversion_whose_worker_died_is_failed_by_the_reaper(settings):
     assert base_models.reap_stale_imports() == 1
     model_import.refresh_from_db()
     assert model_import.status == BaseModelImport.Status.FAILED and "heartbeats" in model_import.error
+
+
+def test_the_import_list_shows_stage_and_progress_to_a_researcher(client):
+    from tests.factories import ResearcherFactory
+
+    BaseModelImport.objects.create(
+        name="SmolLM2", gguf_file="/x.gguf", status="running", stage="dequantise", percent=37
+    )
+    client.force_login(ResearcherFactory())
+    page = client.get("/admin/training/basemodelimport/").content.decode()
+    assert '<progress value="37.0" max="100">' in page and "dequantise" in page
+
+
+def test_the_admin_registration_form_refuses_a_gguf_file_and_an_uncached_hub_id(hub_cache, tmp_path, client):
+    """A GGUF file needs a worker's conversion and an uncached hub id cannot load offline: both say so."""
+    from tests.factories import AdminFactory
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    client.force_login(AdminFactory())
+    for path, message in ((str(gguf), "register_base_model"), ("gpt2", "not available offline")):
+        response = client.post("/admin/training/modelversion/add/", {"name": "m", "kind": "base", "path": path})
+        assert response.status_code == 200 and message in response.content.decode(), path
+    assert not ModelVersion.objects.exists()
