@@ -299,3 +299,15 @@ def test_a_job_left_running_by_a_dead_worker_is_finished_when_its_message_comes_
         judge=last_line_judge, prompt_set=arithmetic_set, status=AutoRankJob.Status.RUNNING
     )
     assert execute_auto_rank(job.pk).status == AutoRankJob.Status.SUCCEEDED
+
+
+def test_judge_rankings_are_not_annotator_work_in_agreement_or_timings(arithmetic_set, last_line_judge):
+    from labeling.selectors import ranking_timings, rankings_for_agreement
+
+    auto_rank(judge=last_line_judge, prompt_set=arithmetic_set)
+    annotator = AnnotatorFactory()
+    assignment = next_task_for(annotator, prompt_set=arithmetic_set)
+    submit_ranking(annotator=annotator, assignment_id=assignment.pk, tiers=[[r] for r in assignment.display_order])
+    assert Ranking.objects.filter(task__prompt_set=arithmetic_set).count() == 3  # 2 judge + 1 human
+    assert {row[2] for row in rankings_for_agreement(prompt_set_id=arithmetic_set.pk)} == {annotator.pk}
+    assert {row[0] for row in ranking_timings(prompt_set_id=arithmetic_set.pk)} == {annotator.pk}
