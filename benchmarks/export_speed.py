@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -174,13 +175,68 @@ def populate_postgres(*, comparisons: int, k: int, annotators: int) -> int:
            FROM labeling_assignment a JOIN labeling_rankingtask t ON t.id = a.task_id
            WHERE t.prompt_set_id = %(set)s""",
     ]
-    with transaction.atomic(), connection.cursor() as cursor:
-        for statement in statements:
-            cursor.execute(statement, params)
+    with connection.cursor() as cursor:
+        filled = _zero_defaults(cursor, [statement.split()[2] for statement in statements])
+        try:
+            with transaction.atomic():
+                for statement in statements:
+                    cursor.execute(statement, params)
+        finally:  # the schema as the migrations left it
+            for table, column in filled:
+                cursor.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" DROP DEFAULT')
         cursor.execute("ANALYZE")
     from labeling.models import Ranking
 
     return Ranking.objects.count()
+
+
+# A blank value per column type, for NOT NULL columns the INSERTs above do not name and whose field has no default.
+_ZERO = {
+    "text": "''",
+    "character varying": "''",
+    "boolean": "false",
+    "integer": "0",
+    "bigint": "0",
+    "smallint": "0",
+    "double precision": "0",
+    "jsonb": "'{}'::jsonb",
+}
+
+
+def _zero_defaults(cursor: Any, tables: list[str]) -> list[tuple[str, str]]:
+    """Give NOT NULL columns without a database default their field's default (or a blank) for the bulk INSERTs.
+
+    Returns the columns changed, for the caller to drop the default again. Columns added by later migrations then
+    need no change here.
+    """
+    import json
+
+    from django.apps import apps
+
+    fields = {
+        (model._meta.db_table, field.column): field
+        for model in apps.get_models()
+        for field in model._meta.concrete_fields
+    }
+    cursor.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema ="
+        " current_schema() AND table_name = ANY(%s) AND is_nullable = 'NO' AND column_default IS NULL"
+        " AND is_identity = 'NO'",
+        [tables],
+    )
+    filled = []
+    for table, column, data_type in cursor.fetchall():
+        field = fields.get((table, column))
+        default = field.get_default() if field is not None and field.has_default() else None
+        if isinstance(default, bool | int | float) or (isinstance(default, str) and "'" not in default):
+            literal = f"'{json.dumps(default) if isinstance(default, bool) else default}'"
+        elif data_type in _ZERO:
+            literal = _ZERO[data_type]
+        else:
+            continue
+        cursor.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" SET DEFAULT {literal}')
+        filled.append((table, column))
+    return filled
 
 
 def _backend_cpu_seconds(database: str) -> float:
