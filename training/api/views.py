@@ -18,6 +18,7 @@ from labeling.permissions import HasPermissions, ModelPermissions
 from training.api import serializers as s
 from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
 from training.services.base_models import starting_models
+from training.services.checkpoints import resume_run
 from training.services.export import RULE_FIELDS, ExportOptions, dataset_file, request_export
 from training.services.runs import cancel_run, start_run
 from webapp.api_errors import error_response
@@ -119,6 +120,18 @@ class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
     @action(detail=True, methods=["post"], permission_classes=[CanCancelRuns])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         return Response(s.RunOut(cancel_run(self.get_object())).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: s.RunOut,
+            400: error_response("`run_rejected`: the run is not a failed run with a checkpoint (save_steps)"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        """Queue a failed run again; it continues from its latest checkpoint instead of starting over."""
+        return Response(s.RunOut(resume_run(self.get_object())).data)
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from training import trainers
 from training.models import DatasetVersion, GenerationRun, ModelVersion, TrainingRun
+from training.services import checkpoints
 from training.services.base_models import check_hub_id_for_run
 from training.services.dispatch import QueueChoice, choose_queue, revoke, send_training_run_on_commit
 from training.services.failures import failure_reason, full_error
@@ -222,9 +223,12 @@ def cancel_run(run: TrainingRun) -> TrainingRun:
 class _RunReporter:
     """The trainer's callbacks, turned into throttled writes on the run row."""
 
-    def __init__(self, run: TrainingRun) -> None:
+    def __init__(self, run: TrainingRun, *, resumed_at_step: int | None = None) -> None:
         self.run_id = run.pk
-        self.history: list[dict] = []
+        # A resumed run keeps its curve up to the checkpoint; the steps after it are trained (and logged) again.
+        self.history: list[dict] = (
+            checkpoints.checkpoint_history(run, resumed_at_step) if resumed_at_step is not None else []
+        )
         self.lines: list[str] = run.log_tail.splitlines()
         self._last_write = 0.0
         self._last_cancel_check = 0.0
@@ -270,8 +274,11 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
     ):
         return TrainingRun.objects.get(pk=run_id)  # cancelled, or a redelivered message for a run already handled
     run = TrainingRun.objects.select_related("dataset_version", "parent_model").get(pk=run_id)
-    reporter = _RunReporter(run)
+    resumed_at = checkpoints.checkpoint_step(run) if run.config.get("save_steps") else None
+    reporter = _RunReporter(run, resumed_at_step=resumed_at)
     reporter.log(f"started on worker{(' ' + device_label) if device_label else ''}")
+    if resumed_at is not None:
+        reporter.log(f"resuming from the checkpoint of step {resumed_at}")
     heartbeat = Heartbeat(TrainingRun, run.pk)
     heartbeat.start()
     staging = staging_dir_for(run)
@@ -284,6 +291,7 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
         metrics = _run_metrics(result)
         if result.stopped_early:
             shutil.rmtree(staging, ignore_errors=True)
+            checkpoints.discard_checkpoints(run)
             TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
                 status=TrainingRun.Status.CANCELLED, finished_at=clock.now(), metrics=metrics
             )
@@ -291,6 +299,7 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
         else:
             model = register_model(run=run, staging=staging, metrics=metrics)
             reporter.log(f"registered {model.name}")
+            checkpoints.discard_checkpoints(run)
             for follow_up in after_run_succeeded(run, model):
                 reporter.log(f"queued {follow_up}")
     except BaseException as error:
@@ -313,6 +322,10 @@ def execute_run(run_id: int, *, device_label: str = "") -> TrainingRun:
 
 def _train(run: TrainingRun, staging: Path, reporter: _RunReporter) -> TrainResult:
     config = RUN_CONFIGS[run.kind].from_dict(run.config)
+    places: dict[str, Any] = {
+        "checkpoint_dir": checkpoints.checkpoint_dir_for(run),
+        "tensorboard_dir": checkpoints.tensorboard_dir_for(run),
+    }
     processes = trainers.process_count(config)
     if processes > 1 and isinstance(config, (RewardRunConfig, DPORunConfig)):
         # One run on several GPUs: `accelerate launch` from here; this process keeps reporting and cancelling.
@@ -325,6 +338,7 @@ def _train(run: TrainingRun, staging: Path, reporter: _RunReporter) -> TrainResu
             num_processes=processes,
             on_log=reporter.on_log,
             should_stop=reporter.should_stop,
+            **places,
         )
     if isinstance(config, RewardRunConfig):
         return trainers.train_reward_model(
@@ -334,6 +348,7 @@ def _train(run: TrainingRun, staging: Path, reporter: _RunReporter) -> TrainResu
             config=config,
             on_log=reporter.on_log,
             should_stop=reporter.should_stop,
+            **places,
         )
     if isinstance(config, DPORunConfig):
         return trainers.train_dpo(
@@ -343,6 +358,7 @@ def _train(run: TrainingRun, staging: Path, reporter: _RunReporter) -> TrainResu
             config=config,
             on_log=reporter.on_log,
             should_stop=reporter.should_stop,
+            **places,
         )
     raise ValueError(f"No trainer for run kind {run.kind!r}.")  # RUN_CONFIGS and this function list the same kinds
 

@@ -59,8 +59,11 @@ def trl_arguments(config: _RunConfig, *, output_dir: Path, device: str) -> dict[
         "logging_nan_inf_filter": False,  # a NaN loss must reach the history, not be replaced by a running mean
         "eval_strategy": "steps" if config.eval_steps else "no",
         "eval_steps": config.eval_steps,
-        # Only a finished run produces a model (registered atomically by the caller); no mid-run checkpoints.
-        "save_strategy": "no",
+        # Checkpoints are for resuming only (see `lifecycle`); a finished run's model is saved separately, then
+        # registered atomically by the caller. Only the latest is kept: resuming needs no other.
+        "save_strategy": "steps" if config.save_steps else "no",
+        "save_steps": config.save_steps or 500,
+        "save_total_limit": 1,
         "report_to": "none",
         "disable_tqdm": True,  # no progress bars in worker logs; see quiet_console
         "dataloader_num_workers": 0,

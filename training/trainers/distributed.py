@@ -93,6 +93,8 @@ def train_distributed(
     on_log: OnLog | None = None,
     should_stop: ShouldStop | None = None,
     heartbeat: Callable[[], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train `kind` ("reward" or "dpo") on `num_processes` processes; same contract as the single-process trainers."""
     output_dir = Path(output_dir)
@@ -106,6 +108,8 @@ def train_distributed(
         "base_model": base_model,
         "output_dir": str(output_dir),
         "config": config.to_dict(),
+        "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
+        "tensorboard_dir": str(tensorboard_dir) if tensorboard_dir else None,
         "events": str(events),
         "stop": str(stop),
         "result": str(result_path),

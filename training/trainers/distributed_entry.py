@@ -43,6 +43,8 @@ def main(spec_path: str) -> None:
         "output_dir": spec["output_dir"],
         "on_log": on_log,
         "should_stop": should_stop,
+        "checkpoint_dir": spec.get("checkpoint_dir"),
+        "tensorboard_dir": spec.get("tensorboard_dir"),
     }
     if isinstance(config, RewardRunConfig):
         from .reward import train_reward_model

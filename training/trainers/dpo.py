@@ -55,6 +55,8 @@ def train_dpo(
     on_log: OnLog | None = None,
     should_stop: ShouldStop | None = None,
     heartbeat: Heartbeat | None = None,
+    checkpoint_dir: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
     """Fine-tune `policy_model` with DPO on the train split and save the (merged) causal LM + tokenizer.
 
@@ -71,6 +73,8 @@ def train_dpo(
         on_log=on_log,
         should_stop=should_stop,
         heartbeat=heartbeat,
+        checkpoint_dir=checkpoint_dir,
+        tensorboard_dir=tensorboard_dir,
     )
 
 

@@ -8,6 +8,7 @@ nothing", result assembly and freeing memory for the worker's next task.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +21,8 @@ from .data import load_preference_splits
 from .lengths import count_split, log_split
 from .progress import Heartbeat, OnLog, ProgressReporter, ShouldStop
 from .result import TrainResult
+
+_BEFORE_METRICS = "before_metrics.json"
 
 
 class Recipe(Protocol):
@@ -60,12 +63,21 @@ def run_preference_training(
     on_log: OnLog | None = None,
     should_stop: ShouldStop | None = None,
     heartbeat: Heartbeat | None = None,
+    checkpoint_dir: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train with `recipe` on `dataset_path`'s train split; evaluate before and after when `config.eval` is on.
 
     A run cancelled through `should_stop` saves nothing and returns `stopped_early=True`.
+
+    With `config.save_steps`, checkpoints go to `checkpoint_dir` (default: beside `output_dir`), never into the saved
+    model; when that directory already holds one, training resumes from the latest — weights, optimizer, scheduler,
+    data position and RNG — and the "before" metrics are those the first attempt measured, not the checkpoint's.
+    With `config.report_to == "tensorboard"`, the log events also go to `tensorboard_dir`.
     """
     output_dir = Path(output_dir)
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir else output_dir.with_name(f"{output_dir.name}.checkpoints")
+    resume_from = latest_checkpoint(checkpoints) if config.save_steps else None
     device = resolve_device(config.device)
     clock = RunClock.start(device)
     progress = ProgressReporter(on_log=on_log, should_stop=should_stop, heartbeat=heartbeat)
@@ -80,17 +92,22 @@ def run_preference_training(
     trainer = recipe.setup(
         train_dataset=splits["train"],
         eval_dataset=splits["test"] if needs_test else None,
-        output_dir=output_dir,
+        # TRL's output directory only receives checkpoints; the model is saved by `recipe.save` below.
+        output_dir=checkpoints if config.save_steps else output_dir,
         device=device,
         progress=progress,
     )
+    if config.report_to == "tensorboard" and trainer.is_world_process_zero():
+        trainer.add_callback(_tensorboard_callback(tensorboard_dir or output_dir.with_name(f"{output_dir.name}.tb")))
     try:
         # Counted after TRL's preprocessing, which may drop pairs that do not fit max_length.
         metrics: dict[str, float] = {"train_pairs": float(len(trainer.train_dataset))}
         metrics |= _length_metrics(recipe.kind, config.max_length, splits, trainer)
         if config.eval:
-            metrics |= recipe.held_out_metrics(trainer, progress, "before")
-        train_output = trainer.train()
+            metrics |= _before_metrics(
+                recipe, trainer, progress, checkpoints if config.save_steps else None, resume_from
+            )
+        train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         metrics |= summary_metrics(train_output.metrics)
         if not progress.stopped_early:
             if config.eval:
@@ -108,6 +125,40 @@ def run_preference_training(
     finally:
         del trainer
         release_memory(device)
+
+
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The newest complete `checkpoint-<step>` in `checkpoint_dir`, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    directory = Path(checkpoint_dir)
+    if not directory.is_dir():
+        return None
+    found = get_last_checkpoint(str(directory))
+    return Path(found) if found else None
+
+
+def _before_metrics(
+    recipe: Recipe, trainer: Any, progress: ProgressReporter, checkpoints: Path | None, resume_from: Path | None
+) -> dict[str, float]:
+    """Held-out metrics of the starting model, kept beside the checkpoints so that a resumed run reports them too."""
+    saved = checkpoints / _BEFORE_METRICS if checkpoints is not None else None
+    if resume_from is not None and saved is not None and saved.exists():
+        return dict(json.loads(saved.read_text()))
+    metrics = recipe.held_out_metrics(trainer, progress, "before")
+    if saved is not None and trainer.is_world_process_zero():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(metrics))
+    return metrics
+
+
+def _tensorboard_callback(log_dir: str | Path) -> Any:
+    # Our own callback with its own writer rather than report_to="tensorboard": transformers would pick the directory
+    # from a process-wide environment variable or put it inside the checkpoints.
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
 
 
 def _length_metrics(kind: str, max_length: int | None, splits: DatasetDict, trainer: Any) -> dict[str, float]:

@@ -38,6 +38,8 @@ def train_reward_model(
     on_log: OnLog | None = None,
     should_stop: ShouldStop | None = None,
     heartbeat: Heartbeat | None = None,
+    checkpoint_dir: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train a reward model on `dataset_path`'s train split and save it with its tokenizer to `output_dir`.
 
@@ -53,6 +55,8 @@ def train_reward_model(
         on_log=on_log,
         should_stop=should_stop,
         heartbeat=heartbeat,
+        checkpoint_dir=checkpoint_dir,
+        tensorboard_dir=tensorboard_dir,
     )
 
 
