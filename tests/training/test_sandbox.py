@@ -1,12 +1,14 @@
 """The unit-test sandbox: hostile code fails safely, the machine stays fine, and nothing outlives a run.
 
 Each hostile case runs twice where the kernel allows namespaces: with the audit hook (the normal mode) and without
-it, so the kernel's own layer (network namespace, read-only mounts, rlimits) is shown to hold on its own. The fork
-bomb never runs without the hook as root: the kernel does not apply RLIMIT_NPROC to uid 0.
+it, so the kernel's own layer (network namespace, read-only mounts, rlimits) is shown to hold on its own. Where the
+sandbox must stay root (the kernel does not apply RLIMIT_NPROC to uid 0) the hook's refusal of new processes stays on
+even in the kernel-only runs; with an interpreter that `nobody` can run, the fork bomb meets RLIMIT_NPROC alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from training.judges.sandbox import SandboxLimits, run_python
+from training.judges.sandbox import SandboxLimits, _runnable_by_others, run_python
 
 FAST = SandboxLimits(wall_seconds=3, cpu_seconds=2)
 KERNEL_ONLY = SandboxLimits(wall_seconds=3, cpu_seconds=2, audit_hook=False)
@@ -70,10 +72,38 @@ def test_a_fork_bomb_fails_and_leaves_no_process_behind(limits):
     assert os.getloadavg()[0] < 200  # the machine is still fine
 
 
+# A system Python (the boot script needs 3.9+), not this checkout's, which may live where nobody can reach it.
+SYSTEM_PYTHON = next((p for p in ("/usr/bin/python3.11", "/usr/local/bin/python3.11") if os.path.exists(p)), "")
+as_nobody = pytest.mark.skipif(
+    not (os.geteuid() == 0 and SYSTEM_PYTHON and _runnable_by_others(SYSTEM_PYTHON)),
+    reason="needs a root worker and a Python that nobody can run",
+)
+
+
+@as_nobody
+def test_a_fork_bomb_is_bounded_by_rlimit_nproc_alone_when_the_sandbox_runs_as_nobody():
+    """No audit hook: the kernel refuses the fifth process (boot + PID 1 + two children) and the run is killed."""
+    counting = (
+        "import os, time\nkids = 0\nwhile True:\n    try:\n        pid = os.fork()\n    except OSError as error:\n"
+        "        print('refused after', kids, error.errno, flush=True)\n        break\n"
+        "    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n    kids += 1\n"
+    )
+    limits = SandboxLimits(wall_seconds=3, cpu_seconds=2, audit_hook=False, processes=4, interpreter=SYSTEM_PYTHON)
+    result = run_python({"t.py": counting}, "t.py", limits)
+    assert result.isolation.endswith("processes=rlimit")
+    assert result.stdout.strip() == "refused after 2 11"  # EAGAIN
+    bomb = PRINT_CWD + "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    limits = SandboxLimits(wall_seconds=3, cpu_seconds=2, audit_hook=False, interpreter=SYSTEM_PYTHON)
+    result = run_python({"t.py": bomb}, "t.py", limits)
+    scratch = result.stdout.split("\n")[0]
+    assert not result.passed and scratch and _processes_mentioning(scratch) == []
+
+
 @pytest.mark.parametrize("limits", [FAST, KERNEL_ONLY, FALLBACK], ids=["namespaces", "kernel-only", "fallback"])
 def test_a_memory_bomb_gets_memory_error(limits):
     bomb = "blocks = []\nwhile True:\n    blocks.append(bytearray(10**7))\n"
-    result = run_python({"t.py": bomb}, "t.py", limits)
+    # Filling 512 MiB takes a while on a loaded machine: the wall clock must not end it before the limit does.
+    result = run_python({"t.py": bomb}, "t.py", dataclasses.replace(limits, wall_seconds=20))
     assert not result.passed and "MemoryError" in result.stderr
 
 

@@ -24,7 +24,6 @@ raises for what the code does; only for bad arguments (a file name with a path i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -60,6 +59,9 @@ class SandboxLimits:
     namespaces: bool = True
     # False leaves the kernel's namespaces and limits alone in charge (tests use it to check them without the hook).
     audit_hook: bool = True
+    # The interpreter to run (default: this one). A system Python that `nobody` can run lets a root worker drop to
+    # `nobody`, so RLIMIT_NPROC holds (see the module docstring).
+    interpreter: str = ""
 
     def __post_init__(self) -> None:
         for name in ("wall_seconds", "cpu_seconds", "memory_bytes", "file_bytes", "processes", "scratch_bytes"):
@@ -117,7 +119,8 @@ def run_python(files: Mapping[str, str], entry: str, limits: SandboxLimits | Non
 
 
 def _run(files: Mapping[str, str], entry: str, limits: SandboxLimits, scratch: str, outputs: str) -> SandboxResult:
-    as_root = os.geteuid() == 0 and _runnable_by_others(sys.executable)
+    interpreter = limits.interpreter or sys.executable
+    as_root = os.geteuid() == 0 and _runnable_by_others(interpreter)
     for name, source in files.items():
         Path(scratch, name).write_text(source, encoding="utf-8")
     if as_root:  # `nobody` must be able to read the files and, in fallback mode, write beside them
@@ -145,7 +148,7 @@ def _run(files: Mapping[str, str], entry: str, limits: SandboxLimits, scratch: s
             os.chown(stdout_path, _NOBODY, _NOBODY)
             os.chown(stderr_path, _NOBODY, _NOBODY)
         process = subprocess.Popen(
-            [sys.executable, "-I", "-B", _BOOT, json.dumps(config)],
+            [interpreter, "-I", "-B", _BOOT, json.dumps(config)],
             cwd=scratch,
             env=_ENV | {"HOME": scratch, "TMPDIR": scratch},
             stdin=subprocess.DEVNULL,
@@ -182,18 +185,47 @@ def _run(files: Mapping[str, str], entry: str, limits: SandboxLimits, scratch: s
 
 
 def _runnable_by_others(executable: str) -> bool:
-    """Whether `nobody` could run this interpreter: every directory on its real path and its prefix searchable."""
-    paths = [Path(os.path.realpath(executable)), Path(os.path.realpath(sys.base_prefix)) / "lib"]
-    for path in paths:
-        for directory in [path, *path.parents]:
-            if directory.exists() and not directory.stat().st_mode & 0o001:
-                return False
+    """Whether `nobody` could run this interpreter on the boot script: every directory on their paths searchable,
+    the interpreter executable, the boot script readable (and for our own interpreter, its standard library)."""
+    interpreter, boot = Path(os.path.realpath(executable)), Path(_BOOT)
+    directories = [*interpreter.parents, *boot.parents]
+    if executable == sys.executable:
+        stdlib = Path(os.path.realpath(sys.base_prefix)) / "lib"
+        directories += [stdlib, *stdlib.parents]
+    searchable = all(d.stat().st_mode & 0o001 for d in directories if d.exists())
+    return searchable and bool(interpreter.stat().st_mode & 0o001) and bool(boot.stat().st_mode & 0o004)
+
+
+def _kill_group(pgid: int, *, settle_seconds: float = 2.0) -> None:
+    """SIGKILL the run's process group and wait (briefly) until it is gone.
+
+    Killing is asynchronous: the PID namespace's teardown kills its processes after its PID 1 dies, so a caller
+    that looks right away could still see them. Dead-but-unreaped processes (zombies) hold no resources but a
+    table entry, and are not waited for past `settle_seconds`.
+    """
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return  # gone
+        if time.monotonic() > deadline or _only_zombies(pgid):
+            return
+        time.sleep(0.02)
+
+
+def _only_zombies(pgid: int) -> bool:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields after the name: state, ppid, pgrp, ...
+            return False
     return True
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _tail(path: str, chars: int) -> str:
