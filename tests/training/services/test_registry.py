@@ -119,7 +119,8 @@ def test_a_trained_run_whose_target_is_taken_fails_and_cleans_its_staging(data_d
     run = execute_run(run.pk)
 
     assert run.status == TrainingRun.Status.FAILED
-    assert run.error.startswith("RegistrationError: ") and "refusing to overwrite" in run.error
+    assert run.failure_reason.startswith("RegistrationError: ") and "refusing to overwrite" in run.failure_reason
+    assert run.error.startswith("Traceback (most recent call last):")
     assert not ModelVersion.objects.exists()
     assert sorted(path.name for path in models_dir().iterdir()) == [occupant.name]
     assert (occupant / "config.json").read_text() == "{}"
