@@ -55,8 +55,10 @@ def data_dir(settings, tmp_path):
 
 @pytest.fixture(autouse=True)
 def tiny_chunks(monkeypatch):
-    """Three prompts per chunk: every export here spans several chunks."""
+    """Three prompts per chunk and ~100 bytes of text per write: every export here spans several chunks and
+    writes, and some rows are longer than a write on their own."""
     monkeypatch.setattr(export_writer, "PROMPT_CHUNK", 3)
+    monkeypatch.setattr(export_writer, "WRITE_BYTES", 100)
 
 
 def ranked_prompt_set(*, n_prompts: int, k: int, overlap: int, seed: int, name: str = "") -> PromptSet:
@@ -195,23 +197,27 @@ def assert_matches_reference(options: ExportOptions) -> None:
     assert version.content_hash == content_hash
 
 
+# Every ties x aggregation (they change the columns and weights the writer lays out), each flag and all-bad rule
+# twice. Which pairs each rule yields is checked exhaustively, without a database, in test_export_pairs.py.
+_SHAPES = [
+    (ties, aggregation) for ties in ("drop", "mark") for aggregation in ("per_annotator", "majority", "bradley_terry")
+]
+_FLAG_RULES = [("never_chosen", "skip"), ("exclude", "keep"), ("ignore", "skip")] * 2
 RULES = [
     {"ties": ties, "aggregation": aggregation, "flagged": flagged, "all_bad": all_bad}
-    for ties in ("drop", "mark")
-    for aggregation in ("per_annotator", "majority", "bradley_terry")
-    for flagged, all_bad in (("never_chosen", "skip"), ("exclude", "keep"), ("ignore", "skip"))
+    for (ties, aggregation), (flagged, all_bad) in zip(_SHAPES, _FLAG_RULES, strict=True)
 ]
 
 
-@pytest.mark.parametrize("rules", RULES, ids=lambda r: "-".join(r.values()))
-def test_the_streamed_standard_export_equals_the_row_by_row_reference(rules):
+def test_the_streamed_standard_export_equals_the_row_by_row_reference_under_every_rule():
     """Two prompt sets with tricky texts, ties, flags and all-bad: identical bytes, rows and hash under every rule."""
     sets = [ranked_prompt_set(n_prompts=7, k=4, overlap=3, seed=seed, name=f"set {seed}") for seed in (1, 2)]
     for seed, prompt_set in enumerate(sets):
         scramble(prompt_set, seed=seed)
-    assert_matches_reference(
-        ExportOptions(prompt_set_ids=tuple(s.pk for s in sets), test_fraction=0.3, seed=5, **rules)
-    )
+    for rules in RULES:  # one data set for all of them: building it is most of the cost
+        assert_matches_reference(
+            ExportOptions(prompt_set_ids=tuple(s.pk for s in sets), test_fraction=0.3, seed=5, **rules)
+        )
 
 
 @pytest.mark.parametrize("ties", ["drop", "mark"])
@@ -259,3 +265,17 @@ def test_the_reference_comparison_sees_a_single_changed_byte():
     assert (path / "train.jsonl").read_bytes() != jsonl["train"]
     assert not pq.read_table(path / "train.parquet").equals(tables["train"])
     assert version.content_hash != content_hash
+
+
+def test_a_failure_in_the_writer_thread_fails_the_export_and_leaves_no_files():
+    """A ranking naming a rollout that is gone: the export fails with the reason, no version, no directory."""
+    from training.models import DatasetExport, DatasetVersion
+    from training.services.export import ExportError, datasets_dir
+
+    prompt_set = ranked_prompt_set(n_prompts=9, k=3, overlap=1, seed=9)
+    gone = Ranking.objects.filter(task__prompt_set=prompt_set).order_by("-id").first().tiers[0][0]
+    Rollout.objects.filter(pk=gone).delete()
+    with pytest.raises(ExportError, match=f"not found with their prompts: \\[{gone}\\]"):
+        export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,)))
+    assert DatasetExport.objects.get().status == DatasetExport.Status.FAILED
+    assert not DatasetVersion.objects.exists() and not list(datasets_dir().iterdir())
