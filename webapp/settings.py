@@ -88,7 +88,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's, with the policy built once instead of per response (webapp/csp.py).
+    "webapp.csp.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
