@@ -231,6 +231,8 @@ def test_the_streamed_conversational_export_equals_the_row_by_row_reference(ties
     plain = ranked_prompt_set(n_prompts=5, k=3, overlap=2, seed=4, name="plain")
     scramble(plain, seed=4)
     assert_matches_reference(ExportOptions(prompt_set_ids=(plain.pk,), format="conversational", ties=ties))
+    both = (prompt_set.pk, plain.pk)  # chats and plain prompts in one chunk
+    assert_matches_reference(ExportOptions(prompt_set_ids=both, format="conversational", ties=ties, test_fraction=0.2))
 
 
 def test_annotator_and_time_filters_select_the_same_rows_as_the_reference():

@@ -139,36 +139,43 @@ class _Texts:
 
 
 def _prompt_texts(rows: list[PromptRow], conversational: bool) -> _Texts:
-    if conversational:
-        # A prompt's messages as imported, or its text as one user turn (what the row-by-row export wrote).
-        chats = [
-            (json.loads(messages) if messages is not None else None) or [{"role": "user", "content": text}]
-            for _, text, messages, _ in rows
-        ]
-        values = pa.array(chats, pa.list_(_MESSAGE))
-        encoded = [json.dumps(chat, ensure_ascii=False) for chat in chats]
-    else:
-        texts = [text for _, text, _, _ in rows]
-        values = pa.array(texts, pa.string())
-        encoded = list(map(_encode_string, texts))
-    return _texts([row[0] for row in rows], values, encoded)
+    ids = [row[0] for row in rows]
+    texts = [row[1] for row in rows]
+    if not conversational:
+        return _texts(ids, pa.array(texts, pa.string()), list(map(_encode_string, texts)))
+    if all(row[2] is None for row in rows):  # plain-text prompts: each is one user turn
+        values, encoded = _one_message_lists("user", texts)
+        return _texts(ids, values, encoded)
+    # A prompt's messages as imported, or its text as one user turn (what the row-by-row export wrote).
+    chats = [
+        (json.loads(messages) if messages is not None else None) or [{"role": "user", "content": text}]
+        for _, text, messages, _ in rows
+    ]
+    return _texts(ids, pa.array(chats, pa.list_(_MESSAGE)), [json.dumps(chat, ensure_ascii=False) for chat in chats])
+
+
+def _one_message_lists(role: str, texts: list[str]) -> tuple[pa.Array, list[str]]:
+    """[{"role": role, "content": text}] per text as Arrow values and JSON, built without a Python dict per text."""
+    contents = pa.array(texts, pa.string())
+    roles = pa.array(np.full(len(texts), role, dtype=object), pa.string())
+    messages = pa.StructArray.from_arrays([roles, contents], fields=list(_MESSAGE))
+    values = pa.ListArray.from_arrays(pa.array(np.arange(len(texts) + 1, dtype=np.int32)), messages)
+    head = f'[{{"role": {_encode_string(role)}, "content": '
+    return values, [f"{head}{text}}}]" for text in map(_encode_string, texts)]
 
 
 def _rollout_texts(rows: list[RolloutRow], conversational: bool) -> _Texts:
-    ids, text_list, policy_list = zip(*rows, strict=True) if rows else ((), (), ())
-    texts = pa.array(text_list, pa.string())
-    encoded = list(map(_encode_string, text_list))
+    ids = [row[0] for row in rows]
+    texts = [row[1] for row in rows]
     if conversational:
-        # [{"role": "assistant", "content": text}] per rollout, built from the text array without Python dicts.
-        roles = pa.array(np.full(len(rows), "assistant", dtype=object), pa.string())
-        messages = pa.StructArray.from_arrays([roles, texts], fields=list(_MESSAGE))
-        texts = pa.ListArray.from_arrays(pa.array(np.arange(len(rows) + 1, dtype=np.int32)), messages)
-        encoded = [f'[{{"role": "assistant", "content": {text}}}]' for text in encoded]
+        values, encoded = _one_message_lists("assistant", texts)
+    else:
+        values, encoded = pa.array(texts, pa.string()), list(map(_encode_string, texts))
     # A handful of distinct policies: each is encoded once and laid out by Arrow.
-    policies = pa.array(policy_list, pa.string()).dictionary_encode()
+    policies = pa.array([row[2] for row in rows], pa.string()).dictionary_encode()
     distinct_json = pa.array(map(_encode_string, policies.dictionary.to_pylist()), pa.string())
     return dataclasses.replace(
-        _texts(list(ids), texts, encoded),
+        _texts(ids, values, encoded),
         policies=policies.dictionary.take(policies.indices),
         policies_json=distinct_json.take(policies.indices),
     )
