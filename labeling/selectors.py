@@ -117,28 +117,6 @@ def _selected_rankings(
     return rankings
 
 
-def export_rankings(
-    *,
-    prompt_set_ids: list[int],
-    since=None,
-    until=None,
-    annotator_ids: list[int] | None = None,
-    by_prompt: bool = False,
-) -> Iterator[tuple[int, int, list, bool, dict]]:
-    """Stream (prompt_id, annotator_id, tiers, all_bad, flags) of the selected rankings.
-
-    Oldest first, or with `by_prompt` grouped by prompt (then oldest first within a prompt), which lets an
-    exporter hold one prompt's rankings at a time.
-    """
-    rankings = _selected_rankings(prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids)
-    order = ("task__prompt_id", "id") if by_prompt else ("id",)
-    return (
-        rankings.order_by(*order)
-        .values_list("task__prompt_id", "annotator_id", "tiers", "all_bad", "flags")
-        .iterator(chunk_size=EXPORT_CHUNK)
-    )
-
-
 def selection_stats(
     *, prompt_set_ids: list[int], since=None, until=None, annotator_ids: list[int] | None = None
 ) -> tuple[int, int]:
@@ -155,34 +133,6 @@ def chat_prompts_in_selection(
     """How many distinct prompts of the selected rankings are conversations (message lists)."""
     rankings = _selected_rankings(prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids)
     return Prompt.objects.filter(messages__isnull=False, id__in=rankings.values("task__prompt_id")).distinct().count()
-
-
-def prompts_by_id(prompt_ids: Iterable[int]) -> dict[int, dict]:
-    ids = list(prompt_ids)
-    out: dict[int, dict] = {}
-    for start in range(0, len(ids), EXPORT_CHUNK):
-        for row in Prompt.objects.filter(id__in=ids[start : start + EXPORT_CHUNK]).values(
-            "id", "text", "messages", "content_hash"
-        ):
-            out[row["id"]] = dict(row)
-    return out
-
-
-def rollout_texts_of_prompts(prompt_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
-    """{rollout id: (text, policy)} for every rollout of the given prompts (an exporter's chunk of prompts).
-
-    By prompt rather than by rollout id: a chunk's few thousand prompt ids make a far shorter query than the
-    tens of thousands of rollout ids they hold.
-    """
-    ids = list(prompt_ids)
-    out: dict[int, tuple[str, str]] = {}
-    for start in range(0, len(ids), EXPORT_CHUNK):
-        rows = Rollout.objects.filter(prompt_id__in=ids[start : start + EXPORT_CHUNK]).values_list(
-            "id", "text", "policy"
-        )
-        for rid, text, policy in rows:
-            out[rid] = (text, policy)
-    return out
 
 
 def export_ranking_json(
