@@ -20,6 +20,9 @@ DISTRIBUTION_OF = {
     "yaml": "PyYAML",
     "factory": "factory_boy",
     "psycopg": "psycopg",
+    "csp": "django-csp",
+    "markdown_it": "markdown-it-py",
+    "huggingface_hub": "huggingface-hub",
 }
 # Imported only behind an availability check, on GPU machines that install them on top of the pinned stack.
 OPTIONAL = {"vllm"}
@@ -91,6 +94,8 @@ LOADED_INDIRECTLY = {
     "tokenizers": "the fast tokenizers transformers loads",
     "django-csp": "the Content-Security-Policy middleware, named in settings.MIDDLEWARE",
     "drf-spectacular-sidecar": "Swagger UI's static files, named in settings.INSTALLED_APPS and SPECTACULAR_SETTINGS",
+    "gguf": "transformers' GGUF loader, which converts the SmolLM2 base model",
+    "tensorboard": "the event writer behind torch.utils.tensorboard (report_to='tensorboard')",
 }
 
 

@@ -29,6 +29,10 @@ def config_form_field(config_field: dataclasses.Field, hint: Any) -> forms.Field
     help_text = config_field.metadata.get("help", "")
     label = config_field.name.replace("_", " ").capitalize()
     default = config_field.default if config_field.default is not dataclasses.MISSING else None
+    if base is bool and optional:
+        # Unset means "decide automatically" (see the help text): a checkbox could only say yes or no.
+        widget = forms.Select(choices=[("unknown", "Automatic"), ("true", "Yes"), ("false", "No")])
+        return forms.NullBooleanField(required=False, initial=default, help_text=help_text, label=label, widget=widget)
     if base is bool:
         return forms.BooleanField(required=False, initial=default, help_text=help_text, label=label)
     if optional:

@@ -42,6 +42,13 @@ def use_bf16(config: _RunConfig, device: str) -> bool:
     return device == "cuda" and torch.cuda.is_bf16_supported()
 
 
+def resolve_dtype(config: _RunConfig, device: str) -> str:
+    """The weights' precision by name: the config's; for 'auto' bfloat16 on CUDA that has it, else float32."""
+    if config.dtype != "auto":
+        return config.dtype
+    return "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+
+
 def trl_arguments(config: _RunConfig, *, output_dir: Path, device: str) -> dict[str, Any]:
     """Keyword arguments shared by `RewardConfig` and `DPOConfig` (both `TrainingArguments`)."""
     return {
@@ -70,6 +77,8 @@ def trl_arguments(config: _RunConfig, *, output_dir: Path, device: str) -> dict[
         "dataloader_pin_memory": device == "cuda",
         "use_cpu": device == "cpu",
         "bf16": use_bf16(config, device),
+        # TRL loads a model given by path in float32 unless told otherwise (transformers would read the config's).
+        "model_init_kwargs": {"dtype": resolve_dtype(config, device)},
         # transformers 5.24 renamed gradient_checkpointing; TRL still defaults the old name to True.
         "activation_checkpointing": config.gradient_checkpointing,
     }

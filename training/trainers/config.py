@@ -40,6 +40,10 @@ DPO_LOSS_TYPES: tuple[str, ...] = (
     "discopop",
 )
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+#: Above this many parameters a DPO run with `lora` unset trains a LoRA adapter: full DPO costs ~18 bytes per
+#: parameter (fp32 weights, gradients, two AdamW moments, a reference copy), ~18 GB at 1B.
+LORA_AUTO_PARAMETERS = 1_000_000_000
 #: Trackers that install beside the pinned stack without pulling a web framework (trackio brings gradio, mlflow a
 #: server); transformers' own TensorBoard callback writes the events.
 REPORT_TO: tuple[str, ...] = ("none", "tensorboard")
@@ -125,6 +129,13 @@ class _RunConfig:
         default=None,
         metadata=_help("bf16 mixed precision. None = automatic: on for CUDA devices that support it, off on CPU."),
     )
+    dtype: str = field(
+        default="auto",
+        metadata=_help(
+            f"Precision the weights load in (policy and reference alike), one of: {', '.join(DTYPES)}. 'auto' = "
+            "bfloat16 on CUDA devices that support it (half the memory of float32), float32 elsewhere."
+        ),
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata=_help("Recompute activations in the backward pass: less memory, about 20% slower."),
@@ -174,6 +185,7 @@ class _RunConfig:
         _require_bool(self, "eval")
         self.eval_steps = _int_at_least(self, "eval_steps", 1, maximum=MAX_STEPS, optional=True)
         _require_bool(self, "bf16", optional=True)
+        _require_choice(self, "dtype", DTYPES)
         _require_bool(self, "gradient_checkpointing")
         _require_choice(self, "device", DEVICES)
         self.save_steps = _int_at_least(self, "save_steps", 1, maximum=MAX_STEPS, optional=True)
@@ -256,9 +268,20 @@ class DPORunConfig(_RunConfig):
             "pushing probability off both answers at once, which degrades small policies; 0 is pure DPO."
         ),
     )
-    lora: bool = field(
+    lora: bool | None = field(
+        default=None,
+        metadata=_help(
+            "Train a LoRA adapter instead of all weights; the reference is then the adapter-free base. None = "
+            f"automatic: LoRA for policies above {LORA_AUTO_PARAMETERS:,} parameters, where full DPO (weights, "
+            "gradients, AdamW moments and a reference copy) no longer fits one GPU."
+        ),
+    )
+    precompute_ref_log_probs: bool = field(
         default=False,
-        metadata=_help("Train a LoRA adapter instead of all weights; the reference is then the adapter-free base."),
+        metadata=_help(
+            "Compute the reference's log-probs of every pair once before training, so no reference model stays "
+            "in memory while training (without LoRA it would be a full second copy of the policy)."
+        ),
     )
     lora_r: int = field(default=16, metadata=_help("LoRA rank, 1 to 4,096."))
     lora_alpha: float = field(
@@ -278,7 +301,8 @@ class DPORunConfig(_RunConfig):
         self.beta = _positive_float(self, "beta", high=MAX_LOSS_WEIGHT)
         _require_choice(self, "loss_type", DPO_LOSS_TYPES)
         self.sft_weight = _float_in(self, "sft_weight", low=0.0, high=MAX_LOSS_WEIGHT)
-        _require_bool(self, "lora")
+        _require_bool(self, "lora", optional=True)
+        _require_bool(self, "precompute_ref_log_probs")
         self.lora_r = _int_at_least(self, "lora_r", 1, maximum=MAX_LORA_RANK)
         self.lora_alpha = _positive_float(self, "lora_alpha", high=MAX_LORA_ALPHA)
         self.lora_dropout = _float_in(self, "lora_dropout", low=0.0, high=1.0, high_inclusive=False)

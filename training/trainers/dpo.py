@@ -2,7 +2,10 @@
 
 The reference policy is loaded separately and frozen: from `ref_model` when given, else from `policy_model` itself
 (TRL's own fallback reloads by config name, which breaks for some local setups). With `lora=True` and no `ref_model`
-there is no second copy at all: TRL computes reference log-probs with the adapter disabled. Either way the saved
+there is no second copy at all: TRL computes reference log-probs with the adapter disabled; with
+`precompute_ref_log_probs` none either: TRL scores every pair under the starting policy once, before training.
+`lora=None` decides by size (`use_lora`). Weights load in the config's `dtype` (bfloat16 on CUDA by default), the
+reference in the same one. Either way the saved
 output is a plain causal LM (a LoRA adapter is merged first), so generation and the next DPO round load it with
 `AutoModelForCausalLM` and nothing else.
 
@@ -20,11 +23,11 @@ from typing import ClassVar
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from trl import DPOConfig, DPOTrainer
 
-from ._runtime import ThroughputMixin, load_tokenizer, phase_metrics, quiet_console, trl_arguments
-from .config import DPORunConfig
+from ._runtime import ThroughputMixin, load_tokenizer, phase_metrics, quiet_console, resolve_dtype, trl_arguments
+from .config import LORA_AUTO_PARAMETERS, DPORunConfig
 from .evaluation import dpo_metrics, sequence_logps
 from .lifecycle import run_preference_training
 from .progress import Heartbeat, OnLog, ProgressReporter, ShouldStop
@@ -86,6 +89,8 @@ class _DPORecipe:
     config: DPORunConfig
     # The reference never changes during a run: its held-out log-probs are computed once, at the first evaluation.
     _reference_logps: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False)
+    _lora: bool = field(default=False, init=False)
+    _parameters: int = field(default=0, init=False)
 
     def setup(
         self,
@@ -97,8 +102,11 @@ class _DPORecipe:
         progress: ProgressReporter,
     ) -> _DPOTrainer:
         config = self.config
+        self._parameters = count_parameters(self.policy_model)
+        self._lora = use_lora(config, parameters=self._parameters)
         args = DPOConfig(
             **trl_arguments(config, output_dir=output_dir, device=device),
+            precompute_ref_log_probs=config.precompute_ref_log_probs,
             beta=config.beta,
             # RPO: TRL sums the listed losses with these weights; "sft" is the NLL of the chosen answers.
             loss_type=[config.loss_type, "sft"] if config.sft_weight > 0 else [config.loss_type],
@@ -109,19 +117,31 @@ class _DPORecipe:
             eval_dataset = tokenize_preference_dataset(eval_dataset, tokenizer, kind=DPO)
         trainer = _DPOTrainer(
             model=self.policy_model,
-            ref_model=_reference_model(self.ref_model, self.policy_model, config),
+            ref_model=_reference_model(
+                self.ref_model,
+                self.policy_model,
+                lora=self._lora,
+                precompute=config.precompute_ref_log_probs,
+                dtype=resolve_dtype(config, device),
+            ),
             args=args,
             train_dataset=tokenize_preference_dataset(train_dataset, tokenizer, kind=DPO),
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
-            peft_config=_lora_config(config) if config.lora else None,
+            peft_config=_lora_config(config) if self._lora else None,
             callbacks=[progress],
         )
         quiet_console(trainer)
         return trainer
 
+    def run_metrics(self) -> dict[str, float]:
+        """What `lora=None` decided, and on how big a policy."""
+        return {"lora": float(self._lora), "policy_parameters": float(self._parameters)}
+
     def held_out_metrics(self, trainer: _DPOTrainer, progress: ProgressReporter, phase: str) -> dict[str, float]:
         if self._reference_logps is None:
+            if phase != "before" and trainer.ref_model is None and not self._lora:
+                raise RuntimeError("The reference's held-out log-probs must be measured before training changes it.")
             self._reference_logps = _test_logps(trainer, progress, reference=True)
         policy_chosen, policy_rejected = _test_logps(trainer, progress, reference=False)
         metrics = {"test_pairs": float(len(policy_chosen))}
@@ -144,15 +164,31 @@ class _DPORecipe:
             trainer.save_model(str(output_dir))  # model + tokenizer
 
 
-def _reference_model(ref_model: str | None, policy_model: str, config: DPORunConfig) -> PreTrainedModel | None:
-    """A frozen copy of `ref_model` (default: the starting policy), or None for LoRA without an explicit reference.
+def count_parameters(model_path: str) -> int:
+    """The policy's parameter count, from its config alone: built on the meta device, no weights read."""
+    config = AutoConfig.from_pretrained(model_path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(parameter.numel() for parameter in model.parameters())
 
-    With LoRA, TRL computes reference log-probs by disabling the adapter, so a second copy would only cost memory.
+
+def use_lora(config: DPORunConfig, *, parameters: int, threshold: int = LORA_AUTO_PARAMETERS) -> bool:
+    """The config's choice, or for `lora=None`: LoRA above `threshold` parameters."""
+    return config.lora if config.lora is not None else parameters > threshold
+
+
+def _reference_model(
+    ref_model: str | None, policy_model: str, *, lora: bool, precompute: bool, dtype: str
+) -> PreTrainedModel | None:
+    """A frozen copy of `ref_model` (default: the starting policy), or None when no copy is needed.
+
+    With LoRA, TRL computes reference log-probs by disabling the adapter; with precomputed log-probs it scores every
+    pair under the starting policy before training. A second copy would then only cost memory.
     """
-    if ref_model is None and config.lora:
+    if ref_model is None and (lora or precompute):
         return None
-    # float32 like the policy TRL loads, so reference and policy log-probs agree exactly at step 0.
-    reference = AutoModelForCausalLM.from_pretrained(ref_model or policy_model, dtype=torch.float32)
+    # The policy's dtype, so reference and policy log-probs agree exactly at step 0.
+    reference = AutoModelForCausalLM.from_pretrained(ref_model or policy_model, dtype=getattr(torch, dtype))
     reference.requires_grad_(False)
     return reference.eval()
 
@@ -183,5 +219,7 @@ def _test_logps(
         return sequence_logps(model, loader, **kwargs)
     if trainer.ref_model is not None:
         return sequence_logps(trainer.ref_model, loader, **kwargs)
+    if not isinstance(model, PeftModel):  # precomputed reference: before training the policy is the reference
+        return sequence_logps(model, loader, **kwargs)
     with model.disable_adapter():  # LoRA without an explicit reference: the base model is the reference
         return sequence_logps(model, loader, **kwargs)

@@ -45,6 +45,10 @@ class Recipe(Protocol):
         """Build the TRL trainer (a `ThroughputMixin` subclass) with `progress` among its callbacks."""
         ...
 
+    def run_metrics(self) -> dict[str, float]:
+        """Figures about the run itself, known once `setup` has run (e.g. what an automatic setting decided)."""
+        ...
+
     def held_out_metrics(self, trainer: Any, progress: ProgressReporter, phase: str) -> dict[str, float]:
         """Metrics on the test split, named `test_*_{phase}` (phase is "before" or "after"), plus `test_pairs`."""
         ...
@@ -101,7 +105,7 @@ def run_preference_training(
         trainer.add_callback(_tensorboard_callback(tensorboard_dir or output_dir.with_name(f"{output_dir.name}.tb")))
     try:
         # Counted after TRL's preprocessing, which may drop pairs that do not fit max_length.
-        metrics: dict[str, float] = {"train_pairs": float(len(trainer.train_dataset))}
+        metrics: dict[str, float] = {"train_pairs": float(len(trainer.train_dataset)), **recipe.run_metrics()}
         metrics |= _length_metrics(recipe.kind, config.max_length, splits, trainer)
         if config.eval:
             metrics |= _before_metrics(

@@ -94,6 +94,9 @@ class _RewardRecipe:
         quiet_console(trainer)
         return trainer
 
+    def run_metrics(self) -> dict[str, float]:
+        return {}
+
     def held_out_metrics(self, trainer: _RewardTrainer, progress: ProgressReporter, phase: str) -> dict[str, float]:
         # trainer.eval_dataset is the test split as TRL prepared it (EOS, chat template, pairs over max_length dropped).
         chosen, rejected = reward_scores(

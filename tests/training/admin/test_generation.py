@@ -22,6 +22,8 @@ def test_a_prompt_set_is_refreshed_by_hand_from_the_admin(staff_client):
         "n_samples": 2,
         "temperature": 0.7,
         "top_p": 0.9,
+        "top_k": 0,
+        "repetition_penalty": 1.0,
         "max_new_tokens": 16,
         "seed": 3,
         "compare_with": "",
