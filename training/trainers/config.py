@@ -19,7 +19,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
-__all__ = ["DPO_LOSS_TYPES", "RUN_CONFIGS", "ConfigError", "DPORunConfig", "RewardRunConfig"]
+__all__ = [
+    "DPO_LOSS_TYPES",
+    "GRPO_LOSS_TYPES",
+    "ONLINE_KINDS",
+    "RUN_CONFIGS",
+    "ConfigError",
+    "DPORunConfig",
+    "GRPORunConfig",
+    "RLOORunConfig",
+    "RewardRunConfig",
+]
 
 _ConfigT = TypeVar("_ConfigT", bound="_RunConfig")
 
@@ -333,8 +343,141 @@ class DPORunConfig(_RunConfig):
             self.lora_target_modules = list(modules)
 
 
+#: GRPO losses we expose (TRL 1.16 `GRPOConfig.loss_type`); the rest (sapo, luspo, vespo...) need knobs we do not.
+GRPO_LOSS_TYPES: tuple[str, ...] = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo")
+#: Completions sampled per prompt: 2 is the least a group comparison needs; beyond 256 no batch holds a group.
+MAX_GENERATIONS = 256
+#: A sampling temperature above 10 is uniform noise; 0 would be greedy, which gives a group nothing to compare.
+MAX_TEMPERATURE = 10.0
+
+
+@dataclass
+class _OnlineRunConfig(_RunConfig):
+    """Online RL (GRPO, RLOO): the policy samples `num_generations` completions per prompt, judges score them.
+
+    `per_device_batch_size` counts completions, not prompts: a step sees batch x accumulation / num_generations
+    prompts. The prompts come from a prompt set; `heldout_fraction` of them (chosen by the seed) are never trained
+    on and are answered greedily before, during (every `eval_steps`) and after training to measure each judge.
+    """
+
+    learning_rate: float = field(default=1e-6, metadata=_help("Peak AdamW learning rate, in (0, 1]. TRL's default."))
+    max_steps: int | None = field(
+        default=100, metadata=_help("Optimizer steps (1 to 10,000,000); None trains num_train_epochs over the prompts.")
+    )
+    max_length: int | None = field(
+        default=1024,
+        metadata=_help(
+            "Token limit per prompt + completion (8 to 1,048,576), or None: prompts longer than max_length - "
+            "max_completion_length tokens are left out (counted as train_prompts_dropped)."
+        ),
+    )
+    logging_steps: int = field(default=1, metadata=_help("Report rewards, KL and lengths every this many steps."))
+    num_generations: int = field(
+        default=4,
+        metadata=_help(
+            "Completions sampled per prompt (2 to 256); per_device_batch_size x gradient_accumulation_steps must "
+            "divide by it."
+        ),
+    )
+    max_completion_length: int = field(default=128, metadata=_help("Most tokens sampled per completion, 1 to 32,768."))
+    temperature: float = field(default=1.0, metadata=_help("Sampling temperature, in (0, 10]."))
+    heldout_fraction: float = field(
+        default=0.1,
+        metadata=_help(
+            "Share of the prompt set's prompts kept out of training, in [0, 0.9]: each judge is measured on them "
+            "(greedy answers). 0 leaves no held-out prompts; then set eval to false."
+        ),
+    )
+    lora: bool = field(
+        default=False, metadata=_help("Train a LoRA adapter (merged before saving) instead of all weights.")
+    )
+    lora_r: int = field(default=16, metadata=_help("LoRA rank, 1 to 4,096."))
+    lora_alpha: float = field(default=32.0, metadata=_help("LoRA scaling numerator, in (0, 100000]."))
+    lora_dropout: float = field(default=0.05, metadata=_help("Dropout on the LoRA input, in [0, 1)."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.num_generations = _int_at_least(self, "num_generations", 2, maximum=MAX_GENERATIONS)
+        self.max_completion_length = _int_at_least(self, "max_completion_length", 1, maximum=32_768)
+        self.temperature = _positive_float(self, "temperature", high=MAX_TEMPERATURE)
+        self.heldout_fraction = _float_in(self, "heldout_fraction", low=0.0, high=0.9)
+        _require_bool(self, "lora")
+        self.lora_r = _int_at_least(self, "lora_r", 1, maximum=MAX_LORA_RANK)
+        self.lora_alpha = _positive_float(self, "lora_alpha", high=MAX_LORA_ALPHA)
+        self.lora_dropout = _float_in(self, "lora_dropout", low=0.0, high=1.0, high_inclusive=False)
+        name = type(self).__name__
+        completions = self.per_device_batch_size * self.gradient_accumulation_steps
+        if completions % self.num_generations:
+            raise ConfigError(
+                f"{name}: per_device_batch_size x gradient_accumulation_steps = {completions} completions per step "
+                f"must divide by num_generations = {self.num_generations} (whole groups of one prompt's samples); "
+                f"e.g. per_device_batch_size {self.num_generations * max(1, completions // self.num_generations)}.",
+                field="num_generations",
+            )
+        if self.max_length is not None and self.max_completion_length >= self.max_length:
+            raise ConfigError(
+                f"{name}.max_completion_length ({self.max_completion_length}) leaves no room for the prompt within "
+                f"max_length ({self.max_length}).",
+                field="max_completion_length",
+            )
+        # The online trainers run inside the worker process (no `accelerate launch` path yet).
+        if self.num_processes not in (None, 1) or self.fsdp:
+            raise ConfigError(
+                f"{name} trains in one process: set num_processes to 1 (or null) and fsdp to false.",
+                field="fsdp" if self.fsdp else "num_processes",
+            )
+        if self.eval and self.heldout_fraction == 0:
+            raise ConfigError(
+                f"{name}: eval measures the judges on held-out prompts, but heldout_fraction is 0; raise it or set "
+                "eval to false.",
+                field="heldout_fraction",
+            )
+
+
+@dataclass
+class GRPORunConfig(_OnlineRunConfig):
+    """Group Relative Policy Optimization (TRL `GRPOTrainer`): advantages are rewards normalised within a group."""
+
+    beta: float = field(
+        default=0.04,
+        metadata=_help(
+            "KL penalty towards the starting policy, in (0, 100]. TRL's default is 0 (no reference, no KL logged); "
+            "ours is > 0 so the KL curve is always there."
+        ),
+    )
+    loss_type: str = field(
+        default="dapo", metadata=_help(f"GRPO loss, one of: {', '.join(GRPO_LOSS_TYPES)}. TRL's default is 'dapo'.")
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.beta = _positive_float(self, "beta", high=MAX_LOSS_WEIGHT)
+        _require_choice(self, "loss_type", GRPO_LOSS_TYPES)
+
+
+@dataclass
+class RLOORunConfig(_OnlineRunConfig):
+    """REINFORCE Leave-One-Out (TRL `RLOOTrainer`): each completion's baseline is its group's other rewards."""
+
+    num_generations: int = field(
+        default=2, metadata=_help("Completions sampled per prompt (2 to 256); TRL's RLOO default is 2.")
+    )
+    beta: float = field(default=0.05, metadata=_help("KL penalty towards the starting policy, in (0, 100]."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.beta = _positive_float(self, "beta", high=MAX_LOSS_WEIGHT)
+
+
 #: Config class for each `TrainingRun.kind`.
-RUN_CONFIGS: dict[str, type[_RunConfig]] = {"reward": RewardRunConfig, "dpo": DPORunConfig}
+RUN_CONFIGS: dict[str, type[_RunConfig]] = {
+    "reward": RewardRunConfig,
+    "dpo": DPORunConfig,
+    "grpo": GRPORunConfig,
+    "rloo": RLOORunConfig,
+}
+#: Run kinds that train on a prompt set with judges, not on a dataset version.
+ONLINE_KINDS: tuple[str, ...] = ("grpo", "rloo")
 
 
 # --- validation helpers: each returns the normalised value or raises ConfigError naming the field -------------------
