@@ -150,6 +150,9 @@ class TrainingRun(models.Model):
     class Kind(models.TextChoices):
         REWARD = "reward", "Reward model (Bradley–Terry)"
         DPO = "dpo", "DPO"
+        # Online RL: trained on a prompt set's prompts, rewarded by judges (not on a dataset version).
+        GRPO = "grpo", "GRPO (online RL, judges)"
+        RLOO = "rloo", "RLOO (online RL, judges)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -159,10 +162,25 @@ class TrainingRun(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
+    ONLINE_KINDS = (Kind.GRPO, Kind.RLOO)
+    POLICY_KINDS = (Kind.DPO, Kind.GRPO, Kind.RLOO)
 
     kind = models.CharField(max_length=8, choices=Kind.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="runs")
+    dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
+    prompt_set = models.ForeignKey(
+        PromptSet,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="online_runs",
+        help_text="Online RL runs (GRPO, RLOO): the prompts the policy answers during training.",
+    )
+    judges: models.ManyToManyField = models.ManyToManyField(
+        "Judge", through="RunJudge", related_name="runs", blank=True
+    )
     base_model = models.CharField(max_length=500, blank=True, help_text="Local path or hub id (when no parent model).")
     parent_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
     config = models.JSONField(default=dict, help_text="Trainer config (validated before queueing).")
@@ -192,6 +210,14 @@ class TrainingRun(models.Model):
             models.CheckConstraint(
                 condition=~Q(base_model="") | Q(parent_model__isnull=False), name="run_has_a_starting_model"
             ),
+            # Offline runs train on a dataset version; online runs on a prompt set, never both.
+            models.CheckConstraint(
+                condition=(
+                    Q(kind__in=["grpo", "rloo"], prompt_set__isnull=False, dataset_version__isnull=True)
+                    | (~Q(kind__in=["grpo", "rloo"]) & Q(prompt_set__isnull=True, dataset_version__isnull=False))
+                ),
+                name="run_trains_on_a_dataset_or_a_prompt_set",
+            ),
         ]
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx")]
 
@@ -205,6 +231,30 @@ class TrainingRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+    @property
+    def is_online(self) -> bool:
+        return self.kind in self.ONLINE_KINDS
+
+    @property
+    def makes_policy(self) -> bool:
+        """Whether the registered result is a policy (DPO, GRPO, RLOO) rather than a reward model."""
+        return self.kind in self.POLICY_KINDS
+
+
+class RunJudge(models.Model):
+    """A judge of an online run with its weight; weight 0 makes it a monitor (logged, never trained on)."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="run_judges")
+    judge = models.ForeignKey("Judge", on_delete=models.PROTECT, related_name="run_judges")
+    weight = models.FloatField(default=1.0)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [models.UniqueConstraint(fields=["run", "judge"], name="one_weight_per_run_and_judge")]
+
+    def __str__(self) -> str:
+        return f"{self.judge} x {self.weight:g} in run #{self.run_id}"
 
 
 class AutoTrainPolicy(models.Model):

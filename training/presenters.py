@@ -176,5 +176,34 @@ def history_charts(history: list[dict[str, Any]]) -> list[SafeString]:
     accuracy_keys = [key for key in keys if "accurac" in key]
     if accuracy_keys:
         charts.append(line_chart_svg(_series(points, accuracy_keys), title="Accuracy"))
+    charts += _online_charts(points, keys)
     # line_chart_svg builds its markup from formatted numbers and escaped labels only.
     return [mark_safe(chart) for chart in charts]
+
+
+#: Online runs (GRPO, RLOO): one chart per question a researcher asks of a live run. Keys are TRL's log names
+#: (`rewards/<judge>/mean`, `kl`, ...) and ours (`heldout/<judge>`, greedy answers to held-out prompts).
+_ONLINE_CHARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("KL to the starting policy", ("kl",)),
+    ("Share of groups with zero reward variance (nothing to learn from)", ("frac_reward_zero_std",)),
+    ("Completion length (tokens)", ("completions/mean_length",)),
+    ("Entropy", ("entropy",)),
+)
+
+
+def _online_charts(points: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    charts = []
+    train_rewards = [key for key in keys if key.startswith("rewards/") and key.endswith("/mean")]
+    if train_rewards or "reward" in keys:
+        series = _series(points, (["reward"] if "reward" in keys else []) + train_rewards)
+        renamed = {("reward (weighted sum)" if k == "reward" else k.split("/")[1]): v for k, v in series.items()}
+        charts.append(line_chart_svg(renamed, title="Reward per judge, training prompts (sampled)"))
+    heldout = [key for key in keys if key.startswith("heldout/")]
+    if heldout:
+        series = {key.split("/", 1)[1]: values for key, values in _series(points, heldout).items()}
+        charts.append(line_chart_svg(series, title="Reward per judge, held-out prompts (greedy)"))
+    for title, wanted in _ONLINE_CHARTS:
+        present = [key for key in wanted if key in keys]
+        if present:
+            charts.append(line_chart_svg(_series(points, present), title=title))
+    return charts

@@ -39,7 +39,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_display_links = None  # the id links to the run page, not to an edit form
     change_list_template = "admin/training/trainingrun/change_list.html"
     list_filter = ["status", "kind", "queue", "trigger"]
-    list_select_related = ["dataset_version", "parent_model"]
+    list_select_related = ["dataset_version", "prompt_set", "parent_model"]
     actions = ["cancel_selected"]
 
     class Media:
@@ -60,8 +60,10 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def progress(self, run: TrainingRun) -> str:
         return f"{run.step}/{run.total_steps}" if run.total_steps else "—"
 
-    @admin.display(description="dataset version", ordering="dataset_version")
+    @admin.display(description="trained on", ordering="dataset_version")
     def dataset_link(self, run: TrainingRun) -> str:
+        if run.dataset_version_id is None:  # online runs (GRPO, RLOO) train on a prompt set's prompts
+            return admin_link("labeling_promptset_change", run.prompt_set_id, run.prompt_set)
         return admin_link("training_datasetversion_change", run.dataset_version_id, run.dataset_version)
 
     @admin.display(description="starting model")

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from labeling.models import PromptSet
-from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
+from training.models import DatasetExport, DatasetVersion, Judge, ModelVersion, TrainingRun
 from training.services.export import AGGREGATIONS, ALL_BAD, FLAGGED, FORMATS, TIES
 from training.services.runs import validate_run_request
 from training.trainers.length_estimate import CONFIRM_SHARE, estimate_run_lengths
@@ -141,6 +141,27 @@ class RunIn(serializers.Serializer):
         return attrs
 
 
+class RunJudgeIn(serializers.Serializer):
+    judge = serializers.PrimaryKeyRelatedField(queryset=Judge.objects.all())
+    weight = serializers.FloatField(default=1.0, help_text="0 makes the judge a monitor: logged, never trained on.")
+
+
+class OnlineRunIn(serializers.Serializer):
+    """A GRPO or RLOO run: a prompt set, a starting policy or base model, weighted judges, a config."""
+
+    kind = serializers.ChoiceField(choices=[(kind.value, kind.label) for kind in TrainingRun.ONLINE_KINDS])
+    prompt_set = serializers.PrimaryKeyRelatedField(queryset=PromptSet.objects.all())
+    base_model = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=TrainingRun._meta.get_field("base_model").max_length
+    )
+    parent_model = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
+    judges = RunJudgeIn(many=True, allow_empty=False, max_length=16)
+    config = serializers.DictField(required=False, default=dict)
+    queue = serializers.ChoiceField(choices=["cpu", "gpu"], required=False, allow_null=True, default=None)
+
+
 class RunOut(serializers.ModelSerializer):
     model_version = serializers.SerializerMethodField()
 
@@ -151,6 +172,7 @@ class RunOut(serializers.ModelSerializer):
             "kind",
             "status",
             "dataset_version",
+            "prompt_set",
             "base_model",
             "parent_model",
             "config",

@@ -20,6 +20,7 @@ from training.models import DatasetExport, DatasetVersion, ModelVersion, Trainin
 from training.services.base_models import starting_models
 from training.services.checkpoints import resume_run
 from training.services.export import RULE_FIELDS, ExportOptions, dataset_file, request_export
+from training.services.online_runs import start_online_run
 from training.services.runs import cancel_run, start_run
 from webapp.api_errors import error_response
 
@@ -113,6 +114,32 @@ class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
             parent_model=data.get("parent_model"),
             created_by=request.user,
             trigger="api",
+        )
+        return Response(s.RunOut(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=s.OnlineRunIn,
+        responses={
+            201: s.RunOut,
+            400: error_response("Bad fields, or `run_rejected` with the field at fault (a config key, the judges)"),
+        },
+    )
+    @action(detail=False, methods=["post"])
+    def online(self, request: Request) -> Response:
+        """Start a GRPO or RLOO run on a prompt set with weighted judges; refusals are 400s naming the field."""
+        params = s.OnlineRunIn(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        run = start_online_run(
+            kind=data["kind"],
+            prompt_set=data["prompt_set"],
+            judges=[(entry["judge"], entry["weight"]) for entry in data["judges"]],
+            config=data["config"],
+            base_model=data["base_model"],
+            parent_model=data.get("parent_model"),
+            created_by=request.user,
+            trigger="api",
+            queue=data.get("queue"),
         )
         return Response(s.RunOut(run).data, status=status.HTTP_201_CREATED)
 

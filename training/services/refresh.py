@@ -8,7 +8,7 @@ from training.services.generation import start_generation
 
 def after_run_succeeded(run: TrainingRun, model: ModelVersion) -> list[GenerationRun]:
     """Queue generation for each auto-trained set of a scheduled DPO run that asks for a refresh."""
-    if run.kind != TrainingRun.Kind.DPO or run.trigger != "schedule":
+    if run.kind != TrainingRun.Kind.DPO or run.trigger != "schedule" or run.dataset_version is None:
         return []
     policies = AutoTrainPolicy.objects.filter(
         prompt_set__in=run.dataset_version.prompt_sets.all(), enabled=True, refresh_after_dpo=True

@@ -42,7 +42,7 @@ def staging_dir_for(run: TrainingRun) -> Path:
 
 
 def model_name_for(run: TrainingRun) -> str:
-    prefix = "policy" if run.kind == TrainingRun.Kind.DPO else "reward"
+    prefix = "policy" if run.makes_policy else "reward"
     return f"{prefix}-run{run.pk}"
 
 
@@ -60,9 +60,9 @@ def register_model(*, run: TrainingRun, staging: Path, metrics: dict) -> ModelVe
                 raise RegistrationError(f"Run {run.pk} is {locked.status}, not running; not registering its model.")
             model = ModelVersion.objects.create(
                 name=name,
-                kind=ModelVersion.Kind.POLICY if run.kind == TrainingRun.Kind.DPO else ModelVersion.Kind.REWARD,
+                kind=ModelVersion.Kind.POLICY if run.makes_policy else ModelVersion.Kind.REWARD,
                 path=str(final),
-                parent=run.parent_model if run.kind == TrainingRun.Kind.DPO else None,
+                parent=run.parent_model if run.makes_policy else None,
                 dataset_version=run.dataset_version,
                 run=run,
                 metrics=metrics,

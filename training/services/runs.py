@@ -62,6 +62,8 @@ def validate_run_request(
     """
     if kind not in TrainingRun.Kind.values:
         raise RunRejected(f"Unknown run kind {kind!r}; choose one of {TrainingRun.Kind.values}.", field="kind")
+    if kind in TrainingRun.ONLINE_KINDS:  # started by training.services.online_runs, on a prompt set with judges
+        raise RunRejected(f"A {kind} run trains on a prompt set with judges, not on a dataset version.", field="kind")
     if len(base_model) > _BASE_MODEL_CHARS:
         raise RunRejected(
             f"The base model name is {len(base_model):,} characters; at most {_BASE_MODEL_CHARS} are accepted.",
@@ -326,6 +328,11 @@ def _train(run: TrainingRun, staging: Path, reporter: _RunReporter) -> TrainResu
         "checkpoint_dir": checkpoints.checkpoint_dir_for(run),
         "tensorboard_dir": checkpoints.tensorboard_dir_for(run),
     }
+    if run.is_online:
+        from training.services.online_runs import train_online_run  # imports this module for its checks
+
+        return train_online_run(run, staging, on_log=reporter.on_log, should_stop=reporter.should_stop, **places)
+    assert run.dataset_version is not None  # offline kinds always have one (a check constraint)
     processes = trainers.process_count(config)
     if processes > 1 and isinstance(config, (RewardRunConfig, DPORunConfig)):
         # One run on several GPUs: `accelerate launch` from here; this process keeps reporting and cancelling.
