@@ -6,8 +6,8 @@ aggregation only ever needs one prompt's pairs), its rows are appended to the op
 files of their split in writes of at most WRITE_BYTES of text, and the chunk is dropped.
 
 Rows are built column-wise, never as Python objects: each distinct prompt, response and policy of a chunk is
-converted to Arrow and JSON-encoded once, and Arrow's `take` lays them out per row (in C++, without the GIL). A
-JSONL line is exactly `json.dumps(row, ensure_ascii=False)` of the row's dict in column order, assembled by
+converted to Arrow and JSON-encoded once, and Arrow's `take` lays them out per row (`export_columns`). A JSONL
+line is exactly `json.dumps(row, ensure_ascii=False)` of the row's dict in column order, assembled by
 Arrow from those pre-encoded pieces: the joined array's data buffer is the file's bytes.
 
 The content hash is computed from the JSONL bytes as they are written: sha256 over the export rules and, per
@@ -39,6 +39,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from training.services.export import SPLITS, ExportOptions, split_score
+from training.services.export_columns import (
+    MESSAGE,
+    PromptRow,
+    RolloutRow,
+    Texts,
+    encode_string,
+    prompt_texts,
+    rollout_texts,
+    row_columns,
+)
 from training.services.export_pairs import PairColumns, RankingJson, pair_columns
 
 #: Prompts whose rankings, texts and pair columns are held in memory at once. At typical sizes (a few KB of text
@@ -49,15 +59,9 @@ PROMPT_CHUNK = 2_000
 #: 2 GiB an Arrow string array can address.
 WRITE_BYTES = 64 << 20
 
-PromptRow = tuple[int, str, str | None, str]  # (id, text, messages JSON or None, content_hash)
-RolloutRow = tuple[int, str, str]  # (id, text, policy)
-
-_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-_encode_string = json.encoder.encode_basestring  # the C encoder json.dumps(..., ensure_ascii=False) uses
-
 
 def _schema(options: ExportOptions) -> pa.Schema:
-    text = pa.list_(_MESSAGE) if options.format == "conversational" else pa.string()
+    text = pa.list_(MESSAGE) if options.format == "conversational" else pa.string()
     fields = [
         ("prompt", text),
         ("chosen", text),
@@ -118,79 +122,6 @@ class StageClock:
             self.cpu_seconds[name] += time.thread_time() - cpu_started
 
 
-@dataclass(frozen=True)
-class _Texts:
-    """A chunk's distinct prompts or rollouts: sorted ids, their Parquet values and their JSON encodings."""
-
-    ids: np.ndarray
-    values: pa.Array  # string, or list<struct<role, content>> in the conversational format
-    json: pa.Array  # string: each value as json.dumps(value, ensure_ascii=False) writes it
-    json_bytes: np.ndarray  # UTF-8 length of each JSON encoding (to size writes)
-    policies: pa.Array | None = None  # rollouts only
-    policies_json: pa.Array | None = None
-
-    def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Where each of `ids` is in this table; every id must be here (a rollout of the chunk's prompts)."""
-        rows = np.searchsorted(self.ids, ids)
-        if len(ids) and (rows.max() >= len(self.ids) or not np.array_equal(self.ids[rows], ids)):
-            missing = sorted(set(ids.tolist()) - set(self.ids.tolist()))[:5]
-            raise ValueError(f"Rankings name ids that were not found with their prompts: {missing}")
-        return rows
-
-
-def _prompt_texts(rows: list[PromptRow], conversational: bool) -> _Texts:
-    ids = [row[0] for row in rows]
-    texts = [row[1] for row in rows]
-    if not conversational:
-        return _texts(ids, pa.array(texts, pa.string()), list(map(_encode_string, texts)))
-    if all(row[2] is None for row in rows):  # plain-text prompts: each is one user turn
-        values, encoded = _one_message_lists("user", texts)
-        return _texts(ids, values, encoded)
-    # A prompt's messages as imported, or its text as one user turn (what the row-by-row export wrote).
-    chats = [
-        (json.loads(messages) if messages is not None else None) or [{"role": "user", "content": text}]
-        for _, text, messages, _ in rows
-    ]
-    return _texts(ids, pa.array(chats, pa.list_(_MESSAGE)), [json.dumps(chat, ensure_ascii=False) for chat in chats])
-
-
-def _one_message_lists(role: str, texts: list[str]) -> tuple[pa.Array, list[str]]:
-    """[{"role": role, "content": text}] per text as Arrow values and JSON, built without a Python dict per text."""
-    contents = pa.array(texts, pa.string())
-    roles = pa.array(np.full(len(texts), role, dtype=object), pa.string())
-    messages = pa.StructArray.from_arrays([roles, contents], fields=list(_MESSAGE))
-    values = pa.ListArray.from_arrays(pa.array(np.arange(len(texts) + 1, dtype=np.int32)), messages)
-    head = f'[{{"role": {_encode_string(role)}, "content": '
-    return values, [f"{head}{text}}}]" for text in map(_encode_string, texts)]
-
-
-def _rollout_texts(rows: list[RolloutRow], conversational: bool) -> _Texts:
-    ids = [row[0] for row in rows]
-    texts = [row[1] for row in rows]
-    if conversational:
-        values, encoded = _one_message_lists("assistant", texts)
-    else:
-        values, encoded = pa.array(texts, pa.string()), list(map(_encode_string, texts))
-    # A handful of distinct policies: each is encoded once and laid out by Arrow.
-    policies = pa.array([row[2] for row in rows], pa.string()).dictionary_encode()
-    distinct_json = pa.array(map(_encode_string, policies.dictionary.to_pylist()), pa.string())
-    return dataclasses.replace(
-        _texts(ids, values, encoded),
-        policies=policies.dictionary.take(policies.indices),
-        policies_json=distinct_json.take(policies.indices),
-    )
-
-
-def _texts(ids: list[int], values: pa.Array, encoded: list[str]) -> _Texts:
-    json_array = pa.array(encoded, pa.string())
-    return _Texts(
-        ids=np.array(ids, dtype=np.int64),
-        values=values,
-        json=json_array,
-        json_bytes=pc.binary_length(json_array).to_numpy(zero_copy_only=False),
-    )
-
-
 class _SplitWriter:
     """One split's Parquet writer and JSONL file, fed pair columns; hashes the JSONL bytes it writes."""
 
@@ -202,12 +133,12 @@ class _SplitWriter:
         self.digest = hashlib.sha256()
         self.rows = 0
         # '{"prompt": ', ', "chosen": ', …, '}\n': the separators json.dumps uses by default, around each value.
-        keys = [_encode_string(name) for name in schema.names]
+        keys = [encode_string(name) for name in schema.names]
         self._pieces = ["{" + keys[0] + ": "] + [", " + key + ": " for key in keys[1:]] + ["}\n"]
 
-    def write(self, pairs: PairColumns, prompts: _Texts, rollouts: _Texts) -> None:
+    def write(self, pairs: PairColumns, prompts: Texts, rollouts: Texts) -> None:
         with self.clock.stage("columns"):
-            columns = _columns(pairs, prompts, rollouts, self.schema)
+            columns = row_columns(pairs, prompts, rollouts, self.schema)
         with self.clock.stage("parquet"):
             self.parquet.write_table(pa.Table.from_arrays([values for values, _ in columns], schema=self.schema))
         with self.clock.stage("jsonl"):
@@ -227,38 +158,6 @@ class _SplitWriter:
     def close(self) -> None:
         self.parquet.close()
         self.jsonl.close()
-
-
-def _columns(
-    pairs: PairColumns, prompts: _Texts, rollouts: _Texts, schema: pa.Schema
-) -> list[tuple[pa.Array, pa.Array]]:
-    """(Parquet values, JSON text) per column of the schema, for these pairs."""
-    prompt, chosen, rejected = prompts.rows(pairs.prompt_id), rollouts.rows(pairs.chosen), rollouts.rows(pairs.rejected)
-    assert rollouts.policies is not None and rollouts.policies_json is not None
-
-    def number(values: np.ndarray) -> tuple[pa.Array, pa.Array]:
-        array = pa.array(values)
-        return array, pc.cast(array, pa.string())  # Arrow prints integers as Python does
-
-    def distinct(values: np.ndarray, encode: Callable[[Any], str]) -> tuple[pa.Array, pa.Array]:
-        # Few distinct weights and tie flags: each is encoded once by Python, then laid out by Arrow.
-        uniques, inverse = np.unique(values, return_inverse=True)
-        return pa.array(values), pa.array([encode(value.item()) for value in uniques], pa.string()).take(inverse)
-
-    columns = {
-        "prompt": (prompts.values.take(prompt), prompts.json.take(prompt)),
-        "chosen": (rollouts.values.take(chosen), rollouts.json.take(chosen)),
-        "rejected": (rollouts.values.take(rejected), rollouts.json.take(rejected)),
-        "prompt_id": number(pairs.prompt_id),
-        "chosen_id": number(pairs.chosen),
-        "rejected_id": number(pairs.rejected),
-        "chosen_policy": (rollouts.policies.take(chosen), rollouts.policies_json.take(chosen)),
-        "rejected_policy": (rollouts.policies.take(rejected), rollouts.policies_json.take(rejected)),
-        "annotator": number(pairs.annotator),
-        "weight": distinct(pairs.weight, float.__repr__),  # finite weights: no NaN/Infinity to special-case
-        "tie": distinct(pairs.tie, json.dumps),
-    }
-    return [columns[name] for name in schema.names]
 
 
 @dataclass(frozen=True)
@@ -287,7 +186,7 @@ def _chunks(rankings: Iterable[RankingJson], size: int) -> Iterator[list[Ranking
         yield chunk
 
 
-def _write_slices(pairs: PairColumns, prompts: _Texts, rollouts: _Texts) -> Iterator[PairColumns]:
+def _write_slices(pairs: PairColumns, prompts: Texts, rollouts: Texts) -> Iterator[PairColumns]:
     """`pairs` cut into consecutive runs of at most WRITE_BYTES of text (a single longer row goes alone)."""
     text_bytes = (
         prompts.json_bytes[prompts.rows(pairs.prompt_id)]
@@ -308,7 +207,7 @@ _CHUNKS_IN_FLIGHT = 2
 
 
 def _write_chunk(
-    writers: dict[str, _SplitWriter], pairs: PairColumns, prompts: _Texts, rollouts: _Texts, prompt_in_test: np.ndarray
+    writers: dict[str, _SplitWriter], pairs: PairColumns, prompts: Texts, rollouts: Texts, prompt_in_test: np.ndarray
 ) -> None:
     """Append a chunk's rows to their split's files (in the writer thread)."""
     pair_in_test = prompt_in_test[prompts.rows(pairs.prompt_id)]
@@ -368,8 +267,8 @@ def write_export(
                             prompt_data = prompt_rows(prompt_ids.tolist())
                             rollout_data = rollout_rows(prompt_ids.tolist())
                         with clock.stage("encode texts"):
-                            prompts = _prompt_texts(prompt_data, conversational)
-                            rollouts = _rollout_texts(rollout_data, conversational)
+                            prompts = prompt_texts(prompt_data, conversational)
+                            rollouts = rollout_texts(rollout_data, conversational)
                         in_test = np.zeros(len(prompt_ids), dtype=bool)
                         for index, (pid, _, _, content_hash) in enumerate(prompt_data):
                             score = split_score(content_hash, options.seed)
