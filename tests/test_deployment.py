@@ -56,6 +56,10 @@ def test_the_gpu_worker_reserves_a_gpu_and_consumes_the_gpu_queue():
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
     assert "gpu,cpu" in gpu["command"]
+    # Every GPU of the machine (one run trains on all of them), and the image that carries vLLM.
+    assert devices[0]["count"] in ("all", -1)
+    assert gpu["build"]["args"]["REQUIREMENTS"] == "requirements-gpu.txt"
+    assert "vllm==" in (ROOT / "requirements-gpu.txt").read_text()
     assert "cpu" in compose_config()["services"]["worker-cpu"]["command"]
 
 

@@ -209,6 +209,12 @@ PREFLOOP_DEFAULT_BASE_MODEL = env_str("PREFLOOP_DEFAULT_BASE_MODEL", "")
 # The quality gate keeps degenerate samples (empty, U+FFFD, runaway repetition, cut off at max_new_tokens) out of
 # the ranking queue; they are counted on the generation run. Off: every non-empty sample is queued.
 PREFLOOP_ROLLOUT_QUALITY_GATE = env_bool("PREFLOOP_ROLLOUT_QUALITY_GATE", True)
+# Generation in a process of its own: "auto" for the vLLM engine only (it may not start inside a Celery prefork child
+# and frees its GPU memory only when its process exits), "always" for every engine.
+PREFLOOP_GENERATION_PROCESS = env_str("PREFLOOP_GENERATION_PROCESS", "auto")
+# vLLM engine settings: the share of GPU memory it may take (weights + KV cache), and its weights' dtype.
+PREFLOOP_VLLM_GPU_MEMORY_UTILIZATION = env_float("PREFLOOP_VLLM_GPU_MEMORY_UTILIZATION", 0.85)
+PREFLOOP_VLLM_DTYPE = env_str("PREFLOOP_VLLM_DTYPE", "auto")
 # Where GGUF base models are converted to, one folder per file checksum; "" = PREFLOOP_DATA_DIR/models/base.
 PREFLOOP_BASE_MODEL_CACHE = env_str("PREFLOOP_BASE_MODEL_CACHE", "")
 # With HF_HUB_OFFLINE on, a hub id is accepted for a run only when the local Hugging Face cache holds it: the worker

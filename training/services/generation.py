@@ -14,8 +14,10 @@ max_new_tokens; `labeling.services.rollout_finish` reads it, e.g. so a cut-off r
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import transaction
 
 from labeling.selectors import policy_has_rollouts, prompt_inputs_of_set
@@ -25,7 +27,7 @@ from training.models import GenerationRun, ModelVersion
 from training.services.dispatch import choose_queue, send_generation_run_on_commit
 from training.services.lifecycle import Heartbeat, RunRejected
 from training.services.rollout_quality import screen_if_enabled
-from training.trainers.generation import GenerationConfig, GenerationResult, generate
+from training.trainers.generation import GenerationConfig, GenerationResult, generate, resolved_backend
 from webapp import clock
 
 if TYPE_CHECKING:
@@ -94,12 +96,7 @@ def execute_generation(run_id: int) -> GenerationRun:
         def progress(done: int, total: int) -> None:
             GenerationRun.objects.filter(pk=run.pk).update(prompts_done=done, heartbeat_at=clock.now())
 
-        result = generate(
-            model_path=run.policy.path,
-            prompts=list(prompts.values()),
-            config=_generation_config(run.settings),
-            on_progress=progress,
-        )
+        result = _sample(run.policy.path, list(prompts.values()), _generation_config(run.settings), progress)
         _write(run, list(prompts), result)
     except Exception as error:
         GenerationRun.objects.filter(pk=run.pk, status=GenerationRun.Status.RUNNING).update(
@@ -110,6 +107,26 @@ def execute_generation(run_id: int) -> GenerationRun:
     finally:
         heartbeat.stop()
     return GenerationRun.objects.get(pk=run.pk)
+
+
+def _sample(
+    model_path: str, prompts: list, config: GenerationConfig, progress: Callable[[int, int], None]
+) -> GenerationResult:
+    """Sample in this worker process, or in a process of its own: always for vLLM (it may not start inside a Celery
+    prefork child and frees its GPU memory only when its process exits), and for every engine where the
+    PREFLOOP_GENERATION_PROCESS setting says "always"."""
+    own_process = settings.PREFLOOP_GENERATION_PROCESS == "always" or resolved_backend(config) == "vllm"
+    if not own_process:
+        return generate(model_path=model_path, prompts=prompts, config=config, on_progress=progress)
+    from training.trainers.generation_process import generate_in_subprocess
+
+    engine_options = {
+        "gpu_memory_utilization": settings.PREFLOOP_VLLM_GPU_MEMORY_UTILIZATION,
+        "dtype": settings.PREFLOOP_VLLM_DTYPE,
+    }
+    return generate_in_subprocess(
+        model_path=model_path, prompts=prompts, config=config, on_progress=progress, engine_options=engine_options
+    )
 
 
 def _generation_record(run: GenerationRun, result: GenerationResult) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,25 +27,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import child_process
 from .config import DPORunConfig, RewardRunConfig, _RunConfig
 from .progress import OnLog, ShouldStop
 from .result import TrainResult
 
 #: How often the worker reads the events file and asks `should_stop`.
 POLL_SECONDS = 0.5
-#: How much of the launcher's output a failure message keeps.
-OUTPUT_TAIL_CHARS = 20_000
-
-#: Run before the launcher: SIGTERM to it when the worker dies (Linux keeps the setting across exec), so a killed
-#: worker leaves no orphan launch holding GPUs. A prelude rather than `preexec_fn`, which is unsafe with threads
-#: (the run's heartbeat thread is running). Exits if the worker died before the setting took.
-_DIE_WITH_PARENT = (
-    "import ctypes, os, sys\n"
-    "if sys.platform.startswith('linux'):\n"
-    "    ctypes.CDLL(None, use_errno=True).prctl(1, 15)\n"
-    "    if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
-    "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n"
-)
 
 
 def process_count(config: _RunConfig) -> int:
@@ -69,7 +56,7 @@ def launch_command(
     gloo (the trainer's `use_cpu`), which is how the suite exercises this path. Precision stays the run config's
     (`bf16`), not accelerate's: `--mixed_precision no` keeps the launcher from overriding TrainingArguments.
     """
-    command = [python, "-c", _DIE_WITH_PARENT, str(os.getpid()), "-m", "accelerate.commands.launch"]
+    command = child_process.python_command("-m", "accelerate.commands.launch", python=python)
     command += ["--num_machines", "1", "--num_processes", str(num_processes)]
     command += ["--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no"]
     if config.fsdp:
@@ -119,26 +106,21 @@ def train_distributed(
     log_path = work / "launch.log"
     command = launch_command(spec_path=spec_path, num_processes=num_processes, config=config, port=_free_port())
     try:
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_child_environment(),
-                start_new_session=True,  # one process group: cancel and failure take every rank down at once
-            )
-            try:
-                _follow(process, events, stop, on_log, should_stop, heartbeat)
-            finally:
-                if process.poll() is None:
-                    _kill_group(process)
+        process = child_process.start(command, log_path=log_path, environment=_child_environment())
+        try:
+            _follow(process, events, stop, on_log, should_stop, heartbeat)
+        finally:
+            if process.poll() is None:
+                child_process.kill_group(process)
         if process.returncode != 0:
             raise RuntimeError(
                 f"accelerate launch of {num_processes} processes exited with status {process.returncode}:\n"
-                + _tail(log_path)
+                + child_process.tail(log_path)
             )
         if not result_path.exists():
-            raise RuntimeError("accelerate launch exited without a result from rank 0:\n" + _tail(log_path))
+            raise RuntimeError(
+                "accelerate launch exited without a result from rank 0:\n" + child_process.tail(log_path)
+            )
         return TrainResult(**json.loads(result_path.read_text()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -182,27 +164,10 @@ def _forward_events(events: Path, offset: int, on_log: OnLog | None) -> int:
 
 
 def _child_environment() -> dict[str, str]:
-    environment = dict(os.environ)
-    # The launched processes import `training` as the worker does, from the project root.
-    root = str(Path(__file__).resolve().parents[2])
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environment.get("PYTHONPATH", "")]))
+    environment = child_process.child_environment()
     # Each process sets its own torch threads; OMP's default would oversubscribe the cores N times.
     environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // 2)))
     return environment
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """SIGTERM every process of the launch, then SIGKILL what is left after a grace period."""
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _free_port() -> int:
@@ -210,11 +175,3 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _tail(path: Path) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    if len(text) <= OUTPUT_TAIL_CHARS:
-        return text
-    cut = text[-OUTPUT_TAIL_CHARS:]
-    return cut[cut.find("\n") + 1 :]  # whole lines only

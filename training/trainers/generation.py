@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -127,14 +127,23 @@ def generate(
     prompts: Sequence[Prompt],
     config: GenerationConfig,
     on_progress: Callable[[int, int], None] | None = None,
+    engine_options: Mapping[str, Any] | None = None,
 ) -> GenerationResult:
-    """Sample `config.n_samples` completions for every prompt."""
-    backend = config.backend
-    if backend == "auto":
-        backend = "vllm" if vllm_usable() else "hf"
-    if backend == "vllm":
-        return _generate_vllm(model_path, prompts, config, on_progress)
+    """Sample `config.n_samples` completions for every prompt.
+
+    `engine_options` are the operator's settings for the vLLM engine (`gpu_memory_utilization`, `dtype`); they
+    change where and how fast samples are drawn, never what is sampled.
+    """
+    if resolved_backend(config) == "vllm":
+        return _generate_vllm(model_path, prompts, config, on_progress, engine_options or {})
     return _generate_hf(model_path, prompts, config, on_progress)
+
+
+def resolved_backend(config: GenerationConfig) -> str:
+    """ "vllm" or "hf": 'auto' means vLLM where it is installed and a GPU is present."""
+    if config.backend != "auto":
+        return config.backend
+    return "vllm" if vllm_usable() else "hf"
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]:
@@ -249,13 +258,17 @@ def _left_padded(rows: list[list[int]], pad_id: int, torch: Any, device: str) ->
 
 
 def _generate_vllm(
-    model_path: str, prompts: Sequence[Prompt], config: GenerationConfig, on_progress
+    model_path: str,
+    prompts: Sequence[Prompt],
+    config: GenerationConfig,
+    on_progress: Callable[[int, int], None] | None,
+    engine_options: Mapping[str, Any],
 ) -> GenerationResult:
     import time
 
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model_path, seed=config.seed)
+    llm = LLM(model=model_path, seed=config.seed, **engine_options)
     tokenizer = llm.get_tokenizer()
     stops = stop_token_ids(tokenizer, llm.llm_engine.model_config.hf_config.eos_token_id)
     # Explicit SamplingParams: vLLM applies the model's generation_config.json only to requests that bring none.
