@@ -145,6 +145,9 @@ class DatasetVersionChoiceField(forms.ModelChoiceField):
         return f"{version} — {version.n_train} train / {version.n_test} test pairs"
 
 
+OFFLINE_KIND_CHOICES = [(k.value, k.label) for k in TrainingRun.Kind if k not in TrainingRun.ONLINE_KINDS]
+
+
 class RunForm(forms.Form):
     """Start a training run: what to train on and from, plus the chosen kind's hyper-parameters.
 
@@ -154,7 +157,8 @@ class RunForm(forms.Form):
     instead of silently training with the wrong defaults.
     """
 
-    kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, initial=TrainingRun.Kind.DPO)
+    # GRPO and RLOO train on a prompt set with judges: their own form (forms_online.OnlineRunForm).
+    kind = forms.ChoiceField(choices=OFFLINE_KIND_CHOICES, initial=TrainingRun.Kind.DPO)
     dataset_version = DatasetVersionChoiceField(queryset=DatasetVersion.objects.all())
     parent_model = ModelVersionChoiceField(
         queryset=ModelVersion.objects.none(),  # set per form: registered models, base models first
@@ -174,7 +178,7 @@ class RunForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "spellcheck": "false", "class": "vLargeTextField"}),
         help_text='A JSON object merged on top of the fields above, e.g. {"logging_steps": 5, "eval": false}.',
     )
-    config_kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, widget=forms.HiddenInput)
+    config_kind = forms.ChoiceField(choices=OFFLINE_KIND_CHOICES, widget=forms.HiddenInput)
     confirm_length = forms.BooleanField(
         required=False,
         label="Train anyway",

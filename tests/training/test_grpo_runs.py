@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,41 @@ def test_a_grpo_run_from_a_registered_policy_runs_on_a_real_worker(data_dir, ari
     client.force_login(AdminFactory())
     page = client.get(f"/admin/training/trainingrun/{run.pk}/live/").content.decode()
     assert "KL" in page and "Reward" in page and "<svg" in page
+
+
+def test_the_admin_form_refuses_a_bad_online_run_beside_its_input_and_queues_a_good_one(
+    client, arithmetic_set, math_judge, char_policy, settings
+):
+    """A batch that does not divide by num_generations and an unknown judge are 400s; a good form queues the run."""
+    from tests.factories import AdminFactory
+
+    judge_create(name="length", kind="length", config={"max": 3})
+    client.force_login(AdminFactory())
+    form = {
+        "kind": "grpo",
+        "prompt_set": arithmetic_set.pk,
+        "parent_model": "",
+        "base_model": str(char_policy),
+        "judges": "math = 1\nlength = 0",
+        "max_steps": "2",
+        "per_device_batch_size": "6",
+        "num_generations": "4",
+        "max_completion_length": "2",
+        "advanced_config": json.dumps({"device": "cpu"}),
+    }
+    url = "/admin/training/trainingrun/online/add/"
+    assert client.get(url).status_code == 200
+    response = client.post(url, form)
+    assert response.status_code == 400
+    assert "must divide by num_generations" in response.content.decode()
+    response = client.post(url, {**form, "per_device_batch_size": "8", "judges": "math = 1\nnobody = 2"})
+    assert response.status_code == 400 and "No judge named &#x27;nobody&#x27;" in response.content.decode()
+    assert not TrainingRun.objects.exists()
+    response = client.post(url, {**form, "per_device_batch_size": "8"})
+    errors = re.findall(r'<ul class="errorlist[^"]*"[^>]*>.*?</ul>', response.content.decode(), re.S)
+    assert response.status_code == 302, errors
+    run = TrainingRun.objects.get()
+    assert run.kind == "grpo" and run.config["max_steps"] == 2 and run.config["beta"] == 0.04
+    assert dict(RunJudge.objects.filter(run=run).values_list("judge__name", "weight")) == {"math": 1.0, "length": 0.0}
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/live/").content.decode()
+    assert "times zero" in page and "length × 0.0 (monitor)" in page.replace("&times;", "×")

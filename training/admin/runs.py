@@ -15,8 +15,11 @@ from django.utils.html import format_html
 
 from training.admin._common import ADMIN_CSS, admin_link
 from training.forms import RunForm
+from training.forms_online import ONLINE_CONFIG_FIELDS as ONLINE_CONFIG_FIELD_NAMES
+from training.forms_online import OnlineRunForm
 from training.models import ModelVersion, TrainingRun
 from training.presenters import held_out_rows, history_charts, length_summary, other_metric_rows, run_progress
+from training.services.online_runs import start_online_run
 from training.services.runs import RunRejected, cancel_run, start_run
 from webapp import clock
 
@@ -90,6 +93,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
             path(
                 "<int:run_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="training_trainingrun_cancel"
             ),
+            path(
+                "online/add/", self.admin_site.admin_view(self.online_add_view), name="training_trainingrun_online_add"
+            ),
             *super().get_urls(),
         ]
 
@@ -131,6 +137,39 @@ class TrainingRunAdmin(admin.ModelAdmin):
                     return HttpResponseRedirect(reverse("admin:training_trainingrun_live", args=[run.pk]))
             return self._render_run_form(request, form, status=400)
         return self._render_run_form(request, RunForm(initial=RunForm.initial_from_query(request.GET)), status=200)
+
+    def online_add_view(self, request: HttpRequest) -> HttpResponse:
+        """Start a GRPO or RLOO run: validated by `validate_online_run_request`, queued by `start_online_run`."""
+
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = OnlineRunForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                run = start_online_run(
+                    kind=form.cleaned_data["kind"],
+                    prompt_set=form.cleaned_data["prompt_set"],
+                    judges=form.judge_weights,
+                    base_model=form.cleaned_data["base_model"].strip(),
+                    parent_model=form.cleaned_data["parent_model"],
+                    config=form.config(),
+                    created_by=request.user,
+                )
+            except RunRejected as error:  # e.g. a judge deleted between the check and the insert
+                form.add_rejection(error)
+            else:
+                self.message_user(request, f"{run} queued on '{run.queue}'.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:training_trainingrun_live", args=[run.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "run_fields": [form[name] for name in ("kind", "prompt_set", "parent_model", "base_model", "judges")],
+            "config_fields": [form[name] for name, _ in ONLINE_CONFIG_FIELD_NAMES] + [form["advanced_config"]],
+            "title": "Start an online RL run (GRPO / RLOO)",
+        }
+        status = 400 if request.method == "POST" else 200
+        return render(request, "admin/training/trainingrun/online_run_form.html", context, status=status)
 
     def _render_run_form(self, request: HttpRequest, form: RunForm, *, status: int) -> HttpResponse:
         context = {

@@ -8,25 +8,25 @@ Lineage: the prompt set and the judges (with their weights, `RunJudge`) are on t
 policy, the starting model on the run (`parent_model`, or `base_model`). Invariants the database keeps: an online
 run has a prompt set and no dataset version (a check constraint), one weight per (run, judge) (a unique constraint).
 The sampled completions with each judge's score are kept in the model's `rollouts.jsonl` (for audits).
+The worker's part lives in `online_training` (imported by `runs`, which this module imports for its checks).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 
-from labeling.models import Prompt, PromptSet
+from labeling.models import PromptSet
+from labeling.selectors import prompt_inputs_of_set
 from training.judges.config import ConfigError, judge_config
 from training.models import Judge, ModelVersion, RunJudge, TrainingRun
 from training.services.dispatch import QueueChoice, choose_queue, send_training_run_on_commit
 from training.services.lifecycle import RunRejected
 from training.services.runs import _check_base_model, _check_max_length
 from training.trainers.config import RUN_CONFIGS
-from training.trainers.result import TrainResult
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -71,7 +71,7 @@ def validate_online_run_request(
             field="max_completion_length",
         )
     _check_judges(judges)
-    n_prompts = Prompt.objects.filter(prompt_set=prompt_set).count()
+    n_prompts = len(prompt_inputs_of_set(prompt_set_id=prompt_set.pk))
     n_heldout = math.ceil(n_prompts * normalised["heldout_fraction"]) if normalised["heldout_fraction"] else 0
     if n_prompts - n_heldout < 1 or (normalised["eval"] and n_heldout < 1):
         raise RunRejected(
@@ -156,69 +156,3 @@ def start_online_run(
         if dispatch:
             send_training_run_on_commit(run)
     return run
-
-
-def run_prompts(prompt_set_id: int) -> list[Any]:
-    """The set's prompts as the trainer takes them: id, model input (text or messages), references."""
-    from training.trainers.grpo import OnlinePrompt
-
-    rows = Prompt.objects.filter(prompt_set_id=prompt_set_id).order_by("pk")
-    return [
-        OnlinePrompt(
-            prompt_id=pk,
-            prompt=messages if messages is not None else text,
-            answer=answer or None,
-            tests=tests or None,
-        )
-        for pk, text, messages, answer, tests in rows.values_list(
-            "pk", "text", "messages", "reference_answer", "reference_tests"
-        ).iterator(chunk_size=2000)
-    ]
-
-
-def run_judges(run: TrainingRun) -> list[Any]:
-    """The run's judges, built and named as its curves and rollout log call them (`<judge name>`)."""
-    from training.judges.build import build_judge
-    from training.trainers.grpo import WeightedJudge
-
-    out = []
-    for link in RunJudge.objects.filter(run=run).select_related("judge__reward_model").order_by("pk"):
-        judge = link.judge
-        runnable = build_judge(
-            judge.kind, judge.config, model_path=judge.reward_model.path if judge.reward_model else None
-        )
-        out.append(WeightedJudge(name=_curve_name(judge.name), judge=runnable, weight=link.weight))
-    return out
-
-
-def _curve_name(name: str) -> str:
-    # TRL logs rewards/<name>/mean and we log heldout/<name>: keep names free of the separator and of spaces.
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "judge"
-
-
-def train_online_run(
-    run: TrainingRun,
-    staging: Path,
-    *,
-    on_log: Any,
-    should_stop: Any,
-    checkpoint_dir: Path | None = None,
-    tensorboard_dir: Path | None = None,
-) -> TrainResult:
-    """The worker's part of an online run (called by `runs.execute_run` inside its lifecycle)."""
-    from training.trainers.grpo import train_online
-
-    config = RUN_CONFIGS[run.kind].from_dict(run.config)
-    assert run.prompt_set_id is not None  # the check constraint keeps it
-    return train_online(
-        run.kind,
-        prompts=run_prompts(run.prompt_set_id),
-        judges=run_judges(run),
-        policy_model=run.starting_model_path,
-        output_dir=staging,
-        config=config,  # type: ignore[arg-type]
-        on_log=on_log,
-        should_stop=should_stop,
-        checkpoint_dir=checkpoint_dir,
-        tensorboard_dir=tensorboard_dir,
-    )

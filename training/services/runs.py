@@ -329,7 +329,7 @@ def _train(run: TrainingRun, staging: Path, reporter: _RunReporter) -> TrainResu
         "tensorboard_dir": checkpoints.tensorboard_dir_for(run),
     }
     if run.is_online:
-        from training.services.online_runs import train_online_run  # imports this module for its checks
+        from training.services.online_training import train_online_run
 
         return train_online_run(run, staging, on_log=reporter.on_log, should_stop=reporter.should_stop, **places)
     assert run.dataset_version is not None  # offline kinds always have one (a check constraint)
