@@ -17,6 +17,8 @@ MIN_ROLLOUTS_PER_TASK = 2
 MAX_ROLLOUTS_PER_TASK = 9
 # An annotator's optional note on a ranking: a few sentences, not an essay (a varchar, so the database holds it).
 RATIONALE_MAX_CHARS = 2_000
+# Above half, annotators would answer more known answers than new ones: the set would teach little per hour paid.
+MAX_GOLD_RATE = 0.5
 
 
 class PromptSet(models.Model):
@@ -41,6 +43,23 @@ class PromptSet(models.Model):
         blank=True,
         help_text="How to rank this set (Markdown): shown to annotators above its tasks.",
     )
+    # Gold (known-answer) tasks, labeling.services.gold: how often one is mixed in, and when an annotator is paused.
+    gold_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(MAX_GOLD_RATE)],
+        help_text="Share of an annotator's tasks drawn from the set's gold tasks while any is left for them (0–0.5).",
+    )
+    gold_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Pause an annotator whose gold accuracy in this set falls below this (0–1; empty: never).",
+    )
+    gold_min_answers = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1)],
+        help_text="Gold answers an annotator gives before the threshold applies to them.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -55,6 +74,9 @@ class PromptSet(models.Model):
                 name="promptset_rollouts_per_task_2_to_9",
             ),
             models.CheckConstraint(condition=Q(overlap__gte=1), name="promptset_overlap_positive"),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=MAX_GOLD_RATE), name="promptset_gold_rate_0_to_half"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -137,6 +159,12 @@ class RankingTask(models.Model):
     completed_count = models.PositiveSmallIntegerField(default=0, help_text="Submitted rankings.")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
     round = models.PositiveIntegerField(default=0, help_text="Refresh round that built the task.")
+    gold = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='Known answer (labeling.services.gold): {"best": rollout id} or {"order": [[ids], ...]} best → '
+        "worst; empty for an ordinary task.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -152,6 +180,12 @@ class RankingTask(models.Model):
             # The queue's hot path: open tasks of a set with free slots, most-started first.
             # Matches the ORDER BY (-active_count, id) so Postgres walks it and stops at the first free task.
             models.Index(fields=["prompt_set", "status", "-active_count", "id"], name="task_queue_idx"),
+            # The queue's gold offer (labeling.services.gold): the few gold tasks, without walking the ordinary ones.
+            models.Index(
+                fields=["prompt_set", "status", "-active_count", "id"],
+                condition=Q(gold__isnull=False),
+                name="task_gold_queue_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -10,6 +10,10 @@ Correctness is enforced by the database, not by Python checks:
 On Postgres the candidate row is picked `FOR UPDATE SKIP LOCKED`, so concurrent annotators spread
 over different tasks instead of queueing on one row.
 
+Gold (known-answer) tasks are mixed in at each set's `gold_rate` by a random draw per lease, and an annotator whose
+gold accuracy is below the set's threshold is refused there (`AnnotatorPaused`): labeling.services.gold says how,
+and why a gold task's overlap never runs out.
+
 On Postgres a lease is one statement (`_LEASE_SQL`): it finds the annotator's held lease, picks, takes the
 slot by the same conditional UPDATE, writes the assignment and returns it with its prompt and rollouts, so a
 request makes one round trip instead of a dozen; a single statement is atomic without BEGIN/COMMIT, and the
@@ -31,8 +35,18 @@ from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 
-from labeling.models import MAX_ROLLOUTS_PER_TASK, Assignment, Prompt, PromptSet, RankingTask, Rollout, TaskRollout
+from labeling.models import (
+    MAX_ROLLOUTS_PER_TASK,
+    Assignment,
+    Prompt,
+    PromptSet,
+    Ranking,
+    RankingTask,
+    Rollout,
+    TaskRollout,
+)
 from labeling.services.errors import RankingRejected
+from labeling.services.gold import GOLD_SCORE_SQL, paused_error, paused_set_ids
 from webapp import clock
 
 if TYPE_CHECKING:
@@ -90,7 +104,7 @@ def _live_lease(annotator: User, now: datetime) -> Assignment | None:
     )
 
 
-def _candidate_tasks(annotator: User, prompt_set_id: int | None):
+def _candidate_tasks(annotator: User, prompt_set_id: int | None, paused: list[int] | None = None):
     # NOT IN over the annotator's own task ids (a hashed subplan), not a correlated NOT EXISTS: on
     # fresh statistics Postgres picked a nested anti-join that re-scanned their history per task.
     # An expired lease does not count: the annotator may be handed that task again (re-leasing the row).
@@ -102,6 +116,8 @@ def _candidate_tasks(annotator: User, prompt_set_id: int | None):
     ).exclude(pk__in=theirs)
     if prompt_set_id is not None:
         tasks = tasks.filter(prompt_set_id=prompt_set_id)
+    if paused:
+        tasks = tasks.exclude(prompt_set_id__in=paused)
     # Most-started first, so datasets fill task by task rather than one ranking everywhere;
     # task_queue_idx has this order, so the scan stops at the first free task.
     return tasks.order_by("-active_count", "id")
@@ -195,6 +211,8 @@ def _lease_in_one_statement(annotator: User, prompt_set_id: int | None, rng: ran
             release_assignment(annotator=annotator, assignment_id=lease.held_id, status=Assignment.Status.EXPIRED)
             continue
         if not lease.picked:
+            if lease.paused:
+                raise paused_error(annotator.pk, prompt_set_id)
             return None  # nothing free for them (or only tasks other requests are taking this instant)
     return None
 
@@ -213,13 +231,23 @@ def _take_one_in_transaction(
     annotator: User, prompt_set_id: int | None, now: datetime, rng: random.Random
 ) -> tuple[Assignment | None, bool]:
     """One attempt inside a transaction: (assignment, queue_drained)."""
-    candidate = (
-        _candidate_tasks(annotator, prompt_set_id)
-        .select_for_update(skip_locked=True, of=("self",))
-        .values_list("id", flat=True)
-        .first()
+    paused = paused_set_ids(annotator.pk)
+    tasks = _candidate_tasks(annotator, prompt_set_id, paused)
+    draw = rng.random()
+    # The same three offers as the one statement's pick: gold below the rate, ordinary, gold as the fallback.
+    offers = (
+        tasks.filter(gold__isnull=False, prompt_set__gold_rate__gt=draw),
+        tasks.filter(gold__isnull=True),
+        tasks.filter(gold__isnull=False, prompt_set__gold_rate__lte=draw, prompt_set__gold_rate__gt=0),
     )
+    candidate = None
+    for offer in offers:
+        candidate = offer.select_for_update(skip_locked=True, of=("self",)).values_list("id", flat=True).first()
+        if candidate is not None:
+            break
     if candidate is None:
+        if paused and (prompt_set_id is None or prompt_set_id in paused):
+            raise paused_error(annotator.pk, prompt_set_id)
         return None, True
     taken = RankingTask.objects.filter(
         pk=candidate, status=RankingTask.Status.OPEN, active_count__lt=F("overlap")
@@ -250,6 +278,7 @@ class _Lease:
     held_id: int | None  # a lease they hold that is lapsed or in another set (assignment is then None)
     picked: bool  # a free task was found (False: nothing free for them)
     expired_elsewhere: bool  # some lease has lapsed and waits for the reaper
+    paused: bool = False  # their gold accuracy pauses them in the set asked for (or in some set)
 
 
 # One statement, in the order the step-by-step path runs (its comments give the reasons): the held lease;
@@ -266,16 +295,40 @@ WITH held AS (
     FROM {assignment} a JOIN {task} t ON t.id = a.task_id
     WHERE a.annotator_id = %(annotator)s AND a.status = 'leased'
 ),
-picked AS MATERIALIZED (
+paused AS (
+    SELECT t.prompt_set_id
+    FROM {prompt_set} s JOIN {task} t ON t.prompt_set_id = s.id JOIN {ranking} r ON r.task_id = t.id
+    WHERE s.gold_threshold IS NOT NULL AND t.gold IS NOT NULL {in_set}
+      AND r.annotator_id = %(annotator)s AND r.source = 'human'
+    GROUP BY t.prompt_set_id, s.gold_threshold, s.gold_min_answers
+    HAVING count(*) >= s.gold_min_answers AND avg({gold_score}) < s.gold_threshold
+),
+gold_first AS MATERIALIZED (
     SELECT t.id FROM {task} t JOIN {prompt_set} s ON s.id = t.prompt_set_id
-    WHERE NOT EXISTS (SELECT 1 FROM held)
-      AND t.status = 'open' AND t.active_count < t.overlap AND NOT s.is_paused {in_set}
-      AND t.id NOT IN (
-          SELECT task_id FROM {assignment} WHERE annotator_id = %(annotator)s AND status <> 'expired'
-      )
+    WHERE {eligible} AND t.gold IS NOT NULL AND %(draw)s < s.gold_rate
     ORDER BY t.active_count DESC, t.id
     LIMIT 1
     FOR UPDATE OF t SKIP LOCKED
+),
+ordinary AS MATERIALIZED (
+    SELECT t.id FROM {task} t JOIN {prompt_set} s ON s.id = t.prompt_set_id
+    WHERE {eligible} AND t.gold IS NULL
+    ORDER BY t.active_count DESC, t.id
+    LIMIT 1
+    FOR UPDATE OF t SKIP LOCKED
+),
+gold_last AS MATERIALIZED (
+    SELECT t.id FROM {task} t JOIN {prompt_set} s ON s.id = t.prompt_set_id
+    WHERE {eligible} AND t.gold IS NOT NULL AND %(draw)s >= s.gold_rate AND s.gold_rate > 0
+    ORDER BY t.active_count DESC, t.id
+    LIMIT 1
+    FOR UPDATE OF t SKIP LOCKED
+),
+picked AS MATERIALIZED (
+    -- A CTE is run only as far as it is read: under LIMIT 1 the next offer runs (and locks) only when the one
+    -- before it found nothing, so a lease locks one task row as before.
+    SELECT id FROM gold_first UNION ALL SELECT id FROM ordinary UNION ALL SELECT id FROM gold_last
+    LIMIT 1
 ),
 taken AS (
     UPDATE {task} t SET active_count = t.active_count + 1
@@ -317,7 +370,8 @@ SELECT lease.id, lease.task_id, lease.display_order::text, lease.leased_at, leas
         WHERE tr.task_id = lease.task_id)::text AS rollouts,
        (SELECT id FROM held WHERE lease.id IS NULL) AS held_id,
        EXISTS (SELECT 1 FROM picked) AS picked,
-       EXISTS (SELECT 1 FROM {assignment} WHERE status = 'leased' AND leased_until <= %(now)s) AS expired_elsewhere
+       EXISTS (SELECT 1 FROM {assignment} WHERE status = 'leased' AND leased_until <= %(now)s) AS expired_elsewhere,
+       EXISTS (SELECT 1 FROM paused) AS paused
 FROM (SELECT 1) AS one
 LEFT JOIN lease ON true
 LEFT JOIN {task} t ON t.id = lease.task_id
@@ -325,9 +379,20 @@ LEFT JOIN {prompt} p ON p.id = t.prompt_id
 """
 
 
+# What makes a task free for the annotator, in each branch of the pick.
+_ELIGIBLE = """NOT EXISTS (SELECT 1 FROM held)
+           AND t.status = 'open' AND t.active_count < t.overlap AND NOT s.is_paused {in_set}
+           AND t.prompt_set_id NOT IN (SELECT prompt_set_id FROM paused)
+           AND t.id NOT IN (
+               SELECT task_id FROM {assignment} WHERE annotator_id = %(annotator)s AND status <> 'expired'
+           )"""
+
+
 def _lease_sql(*, in_set: bool) -> str:
     # Two texts rather than `(%(set)s IS NULL OR ...)`, so the planner sees a plain equality on the index.
-    return _LEASE_SQL.format(
+    return _LEASE_SQL.replace("{eligible}", _ELIGIBLE).format(
+        ranking=Ranking._meta.db_table,
+        gold_score=GOLD_SCORE_SQL.format(tiers="r.tiers", gold="t.gold"),
         assignment=Assignment._meta.db_table,
         task=RankingTask._meta.db_table,
         prompt_set=PromptSet._meta.db_table,
@@ -351,6 +416,8 @@ def _take_one(annotator: User, prompt_set_id: int | None, now: datetime, rng: ra
         "until": now + lease_duration(),
         # One random sort key per rollout position: the task's rollouts, by id, are shown in key order.
         "keys": [rng.random() for _ in range(MAX_ROLLOUTS_PER_TASK)],
+        # Below the set's gold_rate the pick offers a gold task first (labeling.services.gold).
+        "draw": rng.random(),
     }
     sql = _LEASE_SQL_ANY_SET if prompt_set_id is None else _LEASE_SQL_IN_SET
     # A savepoint only inside a caller's transaction (the statement's failure must not abort theirs);
@@ -358,9 +425,24 @@ def _take_one(annotator: User, prompt_set_id: int | None, now: datetime, rng: ra
     with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    (pk, task_id, order, leased_at, until, set_id, prompt_id, text, messages, rollouts, held_id, picked, expired) = row
+    (
+        pk,
+        task_id,
+        order,
+        leased_at,
+        until,
+        set_id,
+        prompt_id,
+        text,
+        messages,
+        rollouts,
+        held_id,
+        picked,
+        expired,
+        paused,
+    ) = row
     if pk is None:
-        return _Lease(None, held_id, picked, expired)
+        return _Lease(None, held_id, picked, expired, paused)
     # JSON comes back as text (cast in the statement), whatever loaders the connection has registered.
     assignment = Assignment.from_db(
         connection.alias,
@@ -383,7 +465,7 @@ def _take_one(annotator: User, prompt_set_id: int | None, now: datetime, rng: ra
     assignment.shown = [  # type: ignore[attr-defined]
         Rollout.from_db(connection.alias, ["id", "text"], [rid, text_of[rid]]) for rid in assignment.display_order
     ]
-    return _Lease(assignment, None, picked, expired)
+    return _Lease(assignment, None, picked, expired, paused)
 
 
 def release_assignment(*, annotator: User, assignment_id: int, status: str = Assignment.Status.SKIPPED) -> Assignment:
