@@ -82,9 +82,18 @@ def test_invalid_online_runs_are_refused_naming_the_field(arithmetic_set, math_j
     PromptFactory(prompt_set=tiny_set, text="1*0=", reference_answer="0")
     assert _refusal(**{**base, "prompt_set": tiny_set}, config=SMALL).field == "prompt_set"
     assert _refusal(**{**base, "kind": "dpo"}, config=SMALL).field == "kind"
+    # The offline path refuses an online kind (it has no prompt set to train on) instead of a database error.
+    from training.models import DatasetVersion
+    from training.services.runs import validate_run_request
+
+    with pytest.raises(RunRejected) as caught:
+        validate_run_request(
+            kind="grpo", dataset_version=DatasetVersion(), base_model=str(char_policy), parent_model=None, config={}
+        )
+    assert caught.value.field == "kind" and "prompt set" in str(caught.value)
 
 
-def test_the_run_api_refuses_an_online_kind_on_a_dataset_version_and_takes_it_on_its_own_endpoint(
+def test_the_online_run_api_answers_bad_fields_with_400s_and_queues_a_good_run(
     client, arithmetic_set, math_judge, char_policy
 ):
     """POST /api/runs/online/: a bad config is a 400 naming the field, a good one a 201 with the judges."""
