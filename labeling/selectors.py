@@ -12,6 +12,7 @@ from django.db.models import Avg, Count, F, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Cast, Coalesce
 
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
+from labeling.services.rollout_finish import cut_off_q
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User  # AUTH_USER_MODEL is Django's own User
@@ -105,9 +106,16 @@ EXPORT_CHUNK = 5000
 
 
 def _selected_rankings(
-    *, prompt_set_ids: list[int], since=None, until=None, annotator_ids: list[int] | None = None
+    *,
+    prompt_set_ids: list[int],
+    since=None,
+    until=None,
+    annotator_ids: list[int] | None = None,
+    sources: str = "all",
 ) -> QuerySet[Ranking]:
     rankings = Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids)
+    if sources != "all":  # "human" or "judge" (Ranking.source)
+        rankings = rankings.filter(source=sources)
     if since is not None:
         rankings = rankings.filter(created_at__gte=since)
     if until is not None:
@@ -118,32 +126,51 @@ def _selected_rankings(
 
 
 def selection_stats(
-    *, prompt_set_ids: list[int], since=None, until=None, annotator_ids: list[int] | None = None
+    *,
+    prompt_set_ids: list[int],
+    since=None,
+    until=None,
+    annotator_ids: list[int] | None = None,
+    sources: str = "all",
 ) -> tuple[int, int]:
     """(how many rankings the selection holds, the newest one's id; 0 when none)."""
     stats = _selected_rankings(
-        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids
+        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources
     ).aggregate(n=Count("id"), newest=Max("id"))
     return stats["n"], stats["newest"] or 0
 
 
 def chat_prompts_in_selection(
-    *, prompt_set_ids: list[int], since=None, until=None, annotator_ids: list[int] | None = None
+    *,
+    prompt_set_ids: list[int],
+    since=None,
+    until=None,
+    annotator_ids: list[int] | None = None,
+    sources: str = "all",
 ) -> int:
     """How many distinct prompts of the selected rankings are conversations (message lists)."""
-    rankings = _selected_rankings(prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids)
+    rankings = _selected_rankings(
+        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources
+    )
     return Prompt.objects.filter(messages__isnull=False, id__in=rankings.values("task__prompt_id")).distinct().count()
 
 
 def export_ranking_json(
-    *, prompt_set_ids: list[int], since=None, until=None, annotator_ids: list[int] | None = None
+    *,
+    prompt_set_ids: list[int],
+    since=None,
+    until=None,
+    annotator_ids: list[int] | None = None,
+    sources: str = "all",
 ) -> Iterator[tuple[int, int, str, bool, str]]:
     """Stream (prompt_id, annotator_id, tiers, all_bad, flags) grouped by prompt, tiers and flags as JSON text.
 
     For the export writer: it decodes a batch of rows with one `json.loads` instead of one per row and field,
     which was most of the cost of reading a million rankings.
     """
-    rankings = _selected_rankings(prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids)
+    rankings = _selected_rankings(
+        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources
+    )
     return (
         rankings.order_by("task__prompt_id", "id")
         .annotate(tiers_json=Cast("tiers", TextField()), flags_json=Cast("flags", TextField()))
@@ -163,6 +190,12 @@ def export_prompt_rows(prompt_ids: list[int]) -> list[tuple[int, str, str | None
 def export_rollout_rows(prompt_ids: list[int]) -> list[tuple[int, str, str]]:
     """(id, text, policy) of every rollout of the prompts, by id (plain SQL, as `export_prompt_rows`)."""
     return _rows_by_id(f"SELECT id, text, policy FROM {Rollout._meta.db_table}", "prompt_id", prompt_ids)
+
+
+def export_cut_off_rollout_ids(prompt_ids: list[int]) -> list[int]:
+    """Ids of the prompts' rollouts that were cut off at max_new_tokens (`rollout_finish`), by id."""
+    rollouts = Rollout.objects.filter(prompt_id__in=prompt_ids).filter(cut_off_q())
+    return sorted(rollouts.values_list("id", flat=True))
 
 
 def _rows_by_id(select: str, key: str, ids: list[int]) -> list[tuple]:

@@ -42,6 +42,15 @@ AGGREGATION_CHOICES = [
     ("majority", "majority — one row per pair, weight = vote margin"),
     ("bradley_terry", "Bradley–Terry — one row per pair, ordered by fitted strength"),
 ]
+CUT_OFF_CHOICES = [
+    ("never_chosen", "never chosen — a rollout cut off at max_new_tokens may lose, never win"),
+    ("allow", "allow — treat cut-off rollouts like any other"),
+]
+SOURCE_CHOICES = [
+    ("human", "people — annotators' rankings"),
+    ("judge", "judges — rankings by auto-rank (tool feedback, reward models)"),
+    ("all", "all — people's and judges'"),
+]
 FORMAT_CHOICES = [
     ("standard", "standard — prompt/chosen/rejected as strings"),
     ("conversational", "conversational — lists of chat messages"),
@@ -82,6 +91,8 @@ class ExportForm(forms.Form):
     ties = forms.ChoiceField(choices=TIES_CHOICES, initial="drop")
     all_bad = forms.ChoiceField(choices=ALL_BAD_CHOICES, initial="skip", label="All-bad rankings")
     flagged = forms.ChoiceField(choices=FLAGGED_CHOICES, initial="never_chosen", label="Flagged rollouts")
+    cut_off = forms.ChoiceField(choices=CUT_OFF_CHOICES, initial="never_chosen", label="Cut-off rollouts")
+    sources = forms.ChoiceField(choices=SOURCE_CHOICES, initial="human", label="Rankings by")
     aggregation = forms.ChoiceField(choices=AGGREGATION_CHOICES, initial="per_annotator")
     format = forms.ChoiceField(choices=FORMAT_CHOICES, initial="standard")
     test_fraction = forms.FloatField(

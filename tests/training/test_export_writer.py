@@ -175,7 +175,7 @@ def reference_export(options: ExportOptions) -> tuple[dict[str, bytes], dict[str
         split: "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows[split]).encode() for split in rows
     }
     tables = {split: pa.Table.from_pylist(rows[split], schema=schema) for split in rows}
-    rules = {key: options.to_dict()[key] for key in ("ties", "all_bad", "flagged", "aggregation", "format")}
+    rules = {key: options.to_dict()[key] for key in ("ties", "all_bad", "flagged", "cut_off", "aggregation", "format")}
     digest = hashlib.sha256(json.dumps(rules, sort_keys=True).encode())
     for split in ("train", "test"):
         digest.update(f"\n{split}:{hashlib.sha256(jsonl[split]).hexdigest()}".encode())

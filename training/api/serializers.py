@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from labeling.models import PromptSet
 from training.models import DatasetExport, DatasetVersion, Judge, ModelVersion, TrainingRun
-from training.services.export import AGGREGATIONS, ALL_BAD, FLAGGED, FORMATS, TIES
+from training.services.export import AGGREGATIONS, ALL_BAD, CUT_OFF, FLAGGED, FORMATS, SOURCES, TIES
 from training.services.runs import validate_run_request
 from training.trainers.length_estimate import CONFIRM_SHARE, estimate_run_lengths
 
@@ -34,6 +34,12 @@ class ExportIn(serializers.Serializer):
     ties = serializers.ChoiceField(choices=TIES, default="drop")
     all_bad = serializers.ChoiceField(choices=ALL_BAD, default="skip")
     flagged = serializers.ChoiceField(choices=FLAGGED, default="never_chosen")
+    cut_off = serializers.ChoiceField(
+        choices=CUT_OFF, default="never_chosen", help_text="Rollouts cut off at max_new_tokens: never chosen, or allow."
+    )
+    sources = serializers.ChoiceField(
+        choices=SOURCES, default="human", help_text="Whose rankings: people's, judges' (auto-rank), or all."
+    )
     aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default="per_annotator")
     format = serializers.ChoiceField(choices=FORMATS, default="standard")
     test_fraction = serializers.FloatField(default=0.1, min_value=0.0, max_value=0.99)

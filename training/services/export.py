@@ -46,8 +46,14 @@ ALL_BAD = ("skip", "keep")
 FLAGGED = ("never_chosen", "exclude", "ignore")
 AGGREGATIONS = ("per_annotator", "majority", "bradley_terry")
 FORMATS = ("standard", "conversational")
+#: Whose rankings: people's (the default: a reward model learns from humans unless asked), judges' (tool feedback,
+#: `auto_rank`), or both.
+SOURCES = ("human", "judge", "all")
+#: A rollout cut off at max_new_tokens never wins a pair by default: TRL appends EOS to a chosen answer, which would
+#: teach the policy to stop mid-sentence (see labeling.services.rollout_finish). It may still be the rejected one.
+CUT_OFF = ("never_chosen", "allow")
 #: The ExportOptions fields a form or an API body passes through as given (the selection's ids need converting).
-RULE_FIELDS = ("ties", "all_bad", "flagged", "aggregation", "format", "test_fraction", "seed")
+RULE_FIELDS = ("ties", "all_bad", "flagged", "cut_off", "aggregation", "format", "test_fraction", "seed", "sources")
 SPLITS = ("train", "test")
 DOWNLOAD_FORMATS = ("jsonl", "parquet")
 
@@ -73,6 +79,8 @@ class ExportOptions:
     format: str = "standard"
     test_fraction: float = 0.1
     seed: int = 0
+    sources: str = "human"
+    cut_off: str = "never_chosen"
 
     def __post_init__(self) -> None:
         if not self.prompt_set_ids:
@@ -83,6 +91,8 @@ class ExportOptions:
             ("flagged", FLAGGED),
             ("aggregation", AGGREGATIONS),
             ("format", FORMATS),
+            ("sources", SOURCES),
+            ("cut_off", CUT_OFF),
         ):
             if getattr(self, name) not in allowed:
                 raise ExportError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}.")
@@ -239,6 +249,7 @@ def _selection_filters(options: ExportOptions) -> dict[str, Any]:
         "since": options.since,
         "until": options.until,
         "annotator_ids": list(options.annotator_ids),
+        "sources": options.sources,
     }
 
 

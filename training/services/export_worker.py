@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from labeling.selectors import export_prompt_rows, export_rollout_rows
+from labeling.selectors import export_cut_off_rollout_ids, export_prompt_rows, export_rollout_rows
 from training.models import DatasetExport, DatasetVersion
 from training.services.autotrain import start_follow_up_run
 from training.services.export import (
@@ -103,6 +103,7 @@ def _write(export: DatasetExport, options: ExportOptions, staging: Path) -> Writ
             directory=staging,
             prompt_rows=export_prompt_rows,
             rollout_rows=export_rollout_rows,
+            cut_off_rollouts=export_cut_off_rollout_ids,
             on_progress=on_progress,
             forced_test_prompt=forced_test_prompt,
         )

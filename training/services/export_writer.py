@@ -82,7 +82,7 @@ def _schema(options: ExportOptions) -> pa.Schema:
 def rules_of(options: ExportOptions) -> dict[str, Any]:
     """The options that shape the rows (not the filters that found the rankings): part of the content hash."""
     data = options.to_dict()
-    return {key: data[key] for key in ("ties", "all_bad", "flagged", "aggregation", "format")}
+    return {key: data[key] for key in ("ties", "all_bad", "flagged", "cut_off", "aggregation", "format")}
 
 
 def combine_hashes(rules: dict[str, Any], split_digests: dict[str, str]) -> str:
@@ -223,13 +223,16 @@ def write_export(
     directory: Path,
     prompt_rows: Callable[[list[int]], list[PromptRow]],
     rollout_rows: Callable[[list[int]], list[RolloutRow]],
+    cut_off_rollouts: Callable[[list[int]], list[int]] | None = None,
     on_progress: Callable[[int, int], None] = lambda rankings, pairs: None,
     forced_test_prompt: int | None = None,
     prompt_chunk: int | None = None,
 ) -> WrittenExport:
     """Stream `rankings` (ordered by prompt id) into train/test Parquet + JSONL files in `directory`.
 
-    `prompt_rows` and `rollout_rows` read a chunk's prompts and their rollouts (sorted by id). The prompt text
+    `prompt_rows` and `rollout_rows` read a chunk's prompts and their rollouts (sorted by id); `cut_off_rollouts`
+    names those of a chunk's rollouts that were cut off at max_new_tokens, which `options.cut_off="never_chosen"`
+    keeps out of the chosen column. The prompt text
     and responses are written exactly as stored (byte for byte); chat prompts go out as their message lists in
     the conversational format. The caller refuses chat prompts in the standard format before this runs
     (`export.check_selection`).
@@ -261,6 +264,11 @@ def write_export(
                     with clock.stage("pairs"):
                         pairs = pair_columns(chunk, options)
                     n_rankings += len(chunk)
+                    if len(pairs) and options.cut_off == "never_chosen" and cut_off_rollouts is not None:
+                        with clock.stage("texts"):
+                            cut_off = cut_off_rollouts(np.unique(pairs.prompt_id).tolist())
+                        if cut_off:
+                            pairs = pairs.take(np.flatnonzero(~np.isin(pairs.chosen, np.asarray(cut_off))))
                     if len(pairs):
                         prompt_ids = np.unique(pairs.prompt_id)
                         with clock.stage("texts"):
