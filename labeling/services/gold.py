@@ -123,20 +123,9 @@ def gold_score(tiers: Sequence[Sequence[int]], gold: dict) -> float:
 
 
 # The same score in SQL for a ranking's `tiers` and a task's `gold` (jsonb expressions), so that the lease statement
-# can tell a paused annotator without a round trip of its own. Kept equal to `gold_score` by
-# tests/labeling/test_gold.py (the same hand example through both).
-GOLD_SCORE_SQL = """(CASE WHEN ({gold}) -> 'best' IS NOT NULL
-    THEN (CASE WHEN ({tiers}) -> 0 = jsonb_build_array(({gold}) -> 'best') THEN 1.0 ELSE 0.0 END)
-    ELSE (SELECT avg(CASE WHEN mine_better.n < mine_worse.n THEN 1.0 ELSE 0.0 END)
-          FROM (SELECT e.value AS id, o.n FROM jsonb_array_elements(({gold}) -> 'order') WITH ORDINALITY o(tier, n),
-                jsonb_array_elements(o.tier) e) known_better
-          JOIN (SELECT e.value AS id, o.n FROM jsonb_array_elements(({gold}) -> 'order') WITH ORDINALITY o(tier, n),
-                jsonb_array_elements(o.tier) e) known_worse ON known_better.n < known_worse.n
-          JOIN (SELECT e.value AS id, o.n FROM jsonb_array_elements({tiers}) WITH ORDINALITY o(tier, n),
-                jsonb_array_elements(o.tier) e) mine_better ON mine_better.id = known_better.id
-          JOIN (SELECT e.value AS id, o.n FROM jsonb_array_elements({tiers}) WITH ORDINALITY o(tier, n),
-                jsonb_array_elements(o.tier) e) mine_worse ON mine_worse.id = known_worse.id)
-    END)"""
+# can tell a paused annotator without a round trip of its own: a plpgsql function (migration 0007 says why not
+# inline). Kept equal to `gold_score` by tests/labeling/test_gold.py (the same hand example through both).
+GOLD_SCORE_SQL = "labeling_gold_score({tiers}, {gold})"
 
 
 @dataclass(frozen=True)

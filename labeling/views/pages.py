@@ -16,6 +16,7 @@ from labeling.permissions import requires_permission
 from labeling.roles import ANNOTATE
 from labeling.selectors import annotator_stats, prompt_sets_with_progress, remaining_for, shown_rollouts
 from labeling.services.errors import LabelingError
+from labeling.services.gold import AnnotatorPaused
 from labeling.services.queue import next_task_for, skip_assignment
 from labeling.services.ranking import submit_ranking
 
@@ -62,10 +63,22 @@ def _render_task(
     return render(request, template, _task_context(request, prompt_set, assignment, error), status=status)
 
 
+def _render_next(request: HttpRequest, prompt_set: PromptSet) -> HttpResponse:
+    """The annotator's next task, or why they get none: paused by their gold accuracy (403 on a full page; htmx
+    swaps only 2xx answers, so the partial comes with 200 to be shown)."""
+    try:
+        assignment = next_task_for(request.user, prompt_set=prompt_set)
+    except AnnotatorPaused as paused:
+        template = "labeling/partials/task.html" if request.htmx else "labeling/rank.html"
+        context = {**_task_context(request, prompt_set, None, paused.message), "paused": True}
+        return render(request, template, context, status=200 if request.htmx else 403)
+    return _render_task(request, prompt_set, assignment)
+
+
 @annotator_required
 def rank(request: HttpRequest, prompt_set_id: int) -> HttpResponse:
     prompt_set = get_object_or_404(PromptSet, pk=prompt_set_id, is_paused=False)
-    return _render_task(request, prompt_set, next_task_for(request.user, prompt_set=prompt_set))
+    return _render_next(request, prompt_set)
 
 
 def _own_assignment(request: HttpRequest, assignment_id: int) -> Assignment:
@@ -117,5 +130,5 @@ def skip(request: HttpRequest, assignment_id: int) -> HttpResponse:
 def _after(request: HttpRequest, prompt_set: PromptSet) -> HttpResponse:
     """Next task in place for htmx; a redirect (post/redirect/get) for a plain form post."""
     if request.htmx:
-        return _render_task(request, prompt_set, next_task_for(request.user, prompt_set=prompt_set))
+        return _render_next(request, prompt_set)
     return redirect("labeling:rank", prompt_set_id=prompt_set.pk)
