@@ -90,8 +90,10 @@
     const target = event.target;
     if (target && (target.tagName === "INPUT" && target.type !== "checkbox" || target.tagName === "SELECT" || target.tagName === "TEXTAREA")) return;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
-    // Enter on a focused button or link keeps its own meaning (skip, navigate).
+    // Enter on a focused button or link keeps its own meaning (skip, navigate); on a focused expander it unfolds
+    // until the first pick, then submits as anywhere else (focus stays on an expander opened by keyboard).
     if (event.key === "Enter" && target && target.closest && target.closest("button, a")) return;
+    if (event.key === "Enter" && target && target.closest && target.closest("summary") && !state.picks.length) return;
     const digit = /^Digit([1-9])$/.exec(event.code) || /^Numpad([1-9])$/.exec(event.code);
     if (digit && event.shiftKey) { cycleFlag(Number(digit[1])); event.preventDefault(); return; }
     if (digit) { pick(Number(digit[1])); event.preventDefault(); return; }

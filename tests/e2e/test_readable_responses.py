@@ -118,7 +118,10 @@ def test_guidelines_unfold_above_the_task_and_stay_as_left_across_tasks(page, lo
 
     guidelines = page.get_by_test_id("guidelines")
     assert "read these before your first ranking" in guidelines.inner_text()
-    guidelines.locator("summary").click()
+    # Keyboard: Enter on the focused expander opens it (it is not taken as "submit the ranking").
+    guidelines.locator("summary").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('[data-testid=guidelines]').open")
     assert guidelines.locator("h2").inner_text() == "How to rank"
     assert guidelines.locator("strong").first.inner_text() == "Correct"
     assert unsafe_parts(guidelines.locator(".md").inner_html()) == []
