@@ -18,7 +18,8 @@ from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask,
 from labeling.selectors import progress_of, prompt_sets_with_progress
 from labeling.services import rollout_finish
 from labeling.services.agreement import prompt_set_agreement_report
-from labeling.services.errors import ImportRejected
+from labeling.services.errors import ImportRejected, LabelingError
+from labeling.services.gold import mark_gold_from_ranking, unmark_gold
 from labeling.services.importing import ImportReport, import_file
 from labeling.services.parsing import PromptRecord, sha256_text
 from labeling.services.task_builder import build_tasks
@@ -337,9 +338,46 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(RankingTask)
 class RankingTaskAdmin(ReadOnlyAdmin):
-    list_display = ["id", "prompt_set", "prompt", "status", "active_count", "completed_count", "overlap", "round"]
-    list_filter = ["prompt_set", "status", "round"]
+    list_display = [
+        "id",
+        "prompt_set",
+        "prompt",
+        "status",
+        "active_count",
+        "completed_count",
+        "overlap",
+        "round",
+        "is_gold",
+    ]
+    list_filter = ["prompt_set", "status", "round", ("gold", admin.EmptyFieldListFilter)]
     list_select_related = ["prompt_set", "prompt"]
+    # Gold tasks (labeling.services.gold): the known answer is the order an admin gave it in ranking it themselves.
+    actions = ["mark_gold", "unmark_gold"]
+
+    @admin.display(description="gold", boolean=True)
+    def is_gold(self, task: RankingTask) -> bool:
+        return task.gold is not None
+
+    def has_gold_permission(self, request: HttpRequest) -> bool:
+        # Whoever may change prompt sets may say which of their tasks have known answers.
+        return request.user.has_perm("labeling.change_promptset")
+
+    @admin.action(description="Make gold: its first ranking is the known order", permissions=["gold"])
+    def mark_gold(self, request: HttpRequest, queryset: QuerySet[RankingTask]) -> None:
+        marked = 0
+        for task in queryset:
+            try:
+                mark_gold_from_ranking(task=task)
+                marked += 1
+            except LabelingError as error:
+                self.message_user(request, error.message, messages.ERROR)
+        self.message_user(request, f"{marked} task(s) are gold now.", messages.SUCCESS)
+
+    @admin.action(description="Make ordinary again (no known answer)", permissions=["gold"])
+    def unmark_gold(self, request: HttpRequest, queryset: QuerySet[RankingTask]) -> None:
+        for task in queryset.filter(gold__isnull=False):
+            unmark_gold(task=task)
+        self.message_user(request, "The selected gold tasks are ordinary again.", messages.SUCCESS)
 
 
 @admin.register(Assignment)

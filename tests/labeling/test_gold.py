@@ -176,3 +176,26 @@ def test_pause_refuses_in_queue_api_and_page_with_negative_control():
     # The export's rule: the careless annotator's rankings in this set are matched, the careful one's are not.
     matched = Ranking.objects.filter(paused_rankings_q([prompt_set.pk]))
     assert set(matched.values_list("annotator_id", flat=True)) == {careless.pk}
+
+
+def test_the_admin_action_makes_a_ranked_task_gold_with_its_first_ranking(admin_user):
+    """The admin's "Make gold" action takes the task's first ranking as the known order; a task with none is refused."""
+    prompt_set = prompt_set_with_tasks(n_prompts=2)
+    ranked, unranked = RankingTask.objects.filter(prompt_set=prompt_set).order_by("id")
+    annotator = AnnotatorFactory()
+    assignment = next_task_for(annotator, prompt_set=prompt_set)
+    assert assignment.task_id == ranked.pk
+    tiers = [[rid] for rid in assignment.display_order]
+    submit_ranking(annotator=annotator, assignment_id=assignment.pk, tiers=tiers)
+    browser = Client()
+    browser.force_login(admin_user)
+    response = browser.post(
+        "/admin/labeling/rankingtask/",
+        {"action": "mark_gold", "_selected_action": [ranked.pk, unranked.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    ranked.refresh_from_db()
+    unranked.refresh_from_db()
+    assert ranked.gold == {"order": tiers} and ranked.overlap == GOLD_OVERLAP
+    assert unranked.gold is None and b"has no ranking" in response.content
