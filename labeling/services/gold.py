@@ -200,9 +200,19 @@ def paused_error(annotator_id: int, prompt_set_id: int | None) -> AnnotatorPause
 def gold_accuracy_text(*, annotator_id: int, prompt_set_id: int | None = None) -> str | None:
     """The dashboard's gold-accuracy cell: "83% of 12" (pooled over sets), or None when they answered no gold task."""
     standings = gold_standings(annotator_id=annotator_id, prompt_set_id=prompt_set_id)
+    return _accuracy_text(standings) if standings else None
+
+
+def gold_accuracy_texts(*, prompt_set_id: int | None = None) -> dict[int, str]:
+    """`gold_accuracy_text` of every annotator with a gold answer, from one read (the admin dashboard's column)."""
+    by_annotator: dict[int, list[GoldStanding]] = defaultdict(list)
+    for standing in gold_standings(prompt_set_id=prompt_set_id):
+        by_annotator[standing.annotator_id].append(standing)
+    return {annotator: _accuracy_text(standings) for annotator, standings in by_annotator.items()}
+
+
+def _accuracy_text(standings: list[GoldStanding]) -> str:
     answered = sum(s.answered for s in standings)
-    if not answered:
-        return None
     accuracy = sum(s.accuracy * s.answered for s in standings) / answered
     paused = " (paused)" if any(s.paused for s in standings) else ""
     return f"{accuracy:.0%} of {answered}{paused}"

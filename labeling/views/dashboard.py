@@ -6,6 +6,8 @@ from numbers and escaped labels only, so they go into the page as markup under t
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django import forms
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
@@ -18,6 +20,7 @@ from labeling.permissions import requires_permission
 from labeling.roles import ANNOTATE
 from labeling.selectors import prompt_sets_by_name, prompt_sets_progress_of
 from labeling.services.annotator_stats import SESSION_GAP, AnnotatorNumbers, dashboard_for, numbers_of
+from labeling.services.gold import gold_accuracy_text, gold_accuracy_texts
 
 # Every annotator's numbers are derived from everyone's rankings: whoever may read all rankings (the admin's
 # view permission on Ranking; superusers hold it) may see them. Annotators see only their own page.
@@ -44,6 +47,15 @@ def annotators(request: HttpRequest) -> HttpResponse:
         return render(request, "labeling/dashboard.html", {"filter": chosen, "dashboard": None}, status=400)
     prompt_set = chosen.cleaned_data.get("prompt_set") if chosen.is_bound else None
     dashboard = dashboard_for(prompt_set_id=prompt_set.pk if prompt_set else None)
+    # Gold accuracy (labeling.services.gold); annotators without a gold answer keep the "no gold tasks" default.
+    gold = gold_accuracy_texts(prompt_set_id=prompt_set.pk if prompt_set else None)
+    dashboard = replace(
+        dashboard,
+        annotators=[
+            replace(n, gold_accuracy=gold[n.annotator_id]) if n.annotator_id in gold else n
+            for n in dashboard.annotators
+        ],
+    )
     return render(
         request,
         "labeling/dashboard.html",
@@ -62,6 +74,9 @@ def annotators(request: HttpRequest) -> HttpResponse:
 
 
 def _numbers_context(numbers: AnnotatorNumbers) -> dict:
+    gold = gold_accuracy_text(annotator_id=numbers.annotator_id)
+    if gold is not None:
+        numbers = replace(numbers, gold_accuracy=gold)
     rankings = {"rankings": [(p.day, float(p.rankings)) for p in numbers.days]}
     seconds = {
         "median": [(p.day, p.median_seconds) for p in numbers.days],

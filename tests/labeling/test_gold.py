@@ -199,3 +199,19 @@ def test_the_admin_action_makes_a_ranked_task_gold_with_its_first_ranking(admin_
     unranked.refresh_from_db()
     assert ranked.gold == {"order": tiers} and ranked.overlap == GOLD_OVERLAP
     assert unranked.gold is None and b"has no ranking" in response.content
+
+
+def test_the_dashboards_show_gold_accuracy(admin_user):
+    """The admin dashboard's gold column and the annotator's own page show their accuracy; others keep the default."""
+    prompt_set = _gold_set(n_ordinary=1, n_gold=2, rate=0.5)
+    RankingTask.objects.filter(prompt_set=prompt_set, gold__isnull=True).update(status=RankingTask.Status.DONE)
+    annotator = AnnotatorFactory()
+    _answer_gold(annotator, prompt_set, right=True)
+    _answer_gold(annotator, prompt_set, right=False)
+    browser = Client()
+    browser.force_login(admin_user)
+    page = browser.get("/label/annotators/")
+    assert page.status_code == 200 and "50% of 2" in page.content.decode()
+    own = Client()
+    own.force_login(annotator)
+    assert "50% of 2" in own.get("/label/me/").content.decode()
