@@ -12,6 +12,7 @@ from django.db.models import Avg, Count, F, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Cast, Coalesce
 
 from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
+from labeling.services.gold import paused_rankings_q
 from labeling.services.rollout_finish import cut_off_q
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ def _selected_rankings(
     until=None,
     annotator_ids: list[int] | None = None,
     sources: str = "all",
+    gold: str = "include",
+    gold_paused: str = "keep",
 ) -> QuerySet[Ranking]:
     rankings = Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids)
     if sources != "all":  # "human" or "judge" (Ranking.source)
@@ -122,6 +125,10 @@ def _selected_rankings(
         rankings = rankings.filter(created_at__lt=until)
     if annotator_ids:
         rankings = rankings.filter(annotator_id__in=annotator_ids)
+    if gold == "exclude":  # rankings of gold tasks (labeling.services.gold) are checks against known answers
+        rankings = rankings.filter(task__gold__isnull=True)
+    if gold_paused == "exclude":  # annotators whose gold accuracy pauses them, in the set where it does
+        rankings = rankings.exclude(paused_rankings_q(prompt_set_ids))
     return rankings
 
 
@@ -132,10 +139,18 @@ def selection_stats(
     until=None,
     annotator_ids: list[int] | None = None,
     sources: str = "all",
+    gold: str = "include",
+    gold_paused: str = "keep",
 ) -> tuple[int, int]:
     """(how many rankings the selection holds, the newest one's id; 0 when none)."""
     stats = _selected_rankings(
-        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources
+        prompt_set_ids=prompt_set_ids,
+        since=since,
+        until=until,
+        annotator_ids=annotator_ids,
+        sources=sources,
+        gold=gold,
+        gold_paused=gold_paused,
     ).aggregate(n=Count("id"), newest=Max("id"))
     return stats["n"], stats["newest"] or 0
 
@@ -147,10 +162,18 @@ def chat_prompts_in_selection(
     until=None,
     annotator_ids: list[int] | None = None,
     sources: str = "all",
+    gold: str = "include",
+    gold_paused: str = "keep",
 ) -> int:
     """How many distinct prompts of the selected rankings are conversations (message lists)."""
     rankings = _selected_rankings(
-        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources
+        prompt_set_ids=prompt_set_ids,
+        since=since,
+        until=until,
+        annotator_ids=annotator_ids,
+        sources=sources,
+        gold=gold,
+        gold_paused=gold_paused,
     )
     return Prompt.objects.filter(messages__isnull=False, id__in=rankings.values("task__prompt_id")).distinct().count()
 
@@ -162,6 +185,8 @@ def export_ranking_json(
     until=None,
     annotator_ids: list[int] | None = None,
     sources: str = "all",
+    gold: str = "include",
+    gold_paused: str = "keep",
 ) -> Iterator[tuple[int, int, str, bool, str]]:
     """Stream (prompt_id, annotator_id, tiers, all_bad, flags) grouped by prompt, tiers and flags as JSON text.
 
@@ -169,7 +194,13 @@ def export_ranking_json(
     which was most of the cost of reading a million rankings.
     """
     rankings = _selected_rankings(
-        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources
+        prompt_set_ids=prompt_set_ids,
+        since=since,
+        until=until,
+        annotator_ids=annotator_ids,
+        sources=sources,
+        gold=gold,
+        gold_paused=gold_paused,
     )
     return (
         rankings.order_by("task__prompt_id", "id")

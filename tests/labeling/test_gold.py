@@ -215,3 +215,31 @@ def test_the_dashboards_show_gold_accuracy(admin_user):
     own = Client()
     own.force_login(annotator)
     assert "50% of 2" in own.get("/label/me/").content.decode()
+
+
+def test_the_export_leaves_out_gold_rankings_and_on_request_paused_annotators():
+    """By default an export has no rankings of gold tasks (gold="include" brings them); gold_paused="exclude" drops
+    the paused annotator's other rankings in that set; options at their defaults are stored as before the rules."""
+    from training.services.export import ExportOptions, selected_rankings
+
+    prompt_set = _gold_set(n_ordinary=2, n_gold=2, rate=0.5, gold_threshold=0.6, gold_min_answers=2)
+    careless, careful = AnnotatorFactory(), AnnotatorFactory()
+    ordinary = RankingTask.objects.filter(prompt_set=prompt_set, gold__isnull=True)
+    ordinary.update(status=RankingTask.Status.DONE)
+    for annotator, right in ((careless, False), (careful, True)):
+        _answer_gold(annotator, prompt_set, right=right)
+        _answer_gold(annotator, prompt_set, right=right)
+    ordinary.update(status=RankingTask.Status.OPEN)
+    # The careful annotator also ranks an ordinary task (the careless one, paused, gets none).
+    assignment = next_task_for(careful, prompt_set=prompt_set)
+    submit_ranking(annotator=careful, assignment_id=assignment.pk, tiers=[[r] for r in assignment.display_order])
+
+    def annotators(**rules):
+        rows = selected_rankings(ExportOptions(prompt_set_ids=(prompt_set.pk,), **rules))
+        return sorted(annotator for _, annotator, *_ in rows)
+
+    assert annotators() == [careful.pk]  # gold rankings out by default
+    assert len(annotators(gold="include")) == 5
+    assert annotators(gold="include", gold_paused="exclude") == [careful.pk] * 3
+    assert "gold" not in ExportOptions(prompt_set_ids=(1,)).to_dict()
+    assert ExportOptions(prompt_set_ids=(1,), gold="include").to_dict()["gold"] == "include"

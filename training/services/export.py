@@ -52,6 +52,13 @@ SOURCES = ("human", "judge", "all")
 #: A rollout cut off at max_new_tokens never wins a pair by default: TRL appends EOS to a chosen answer, which would
 #: teach the policy to stop mid-sentence (see labeling.services.rollout_finish). It may still be the rejected one.
 CUT_OFF = ("never_chosen", "allow")
+#: Rankings of gold tasks (labeling.services.gold) check known answers, they are not new labels: out by default.
+GOLD = ("exclude", "include")
+#: Annotators paused by their gold accuracy: their rankings are kept unless asked (`exclude`: in the set that pauses).
+GOLD_PAUSED = ("keep", "exclude")
+#: Rules left out of `to_dict` at their default, so the options (and hashes) of exports that do not use them are as
+#: they were before the rules existed.
+_QUIET_DEFAULTS = {"gold": "exclude", "gold_paused": "keep"}
 #: The ExportOptions fields a form or an API body passes through as given (the selection's ids need converting).
 RULE_FIELDS = ("ties", "all_bad", "flagged", "cut_off", "aggregation", "format", "test_fraction", "seed", "sources")
 SPLITS = ("train", "test")
@@ -81,6 +88,8 @@ class ExportOptions:
     seed: int = 0
     sources: str = "human"
     cut_off: str = "never_chosen"
+    gold: str = "exclude"
+    gold_paused: str = "keep"
 
     def __post_init__(self) -> None:
         if not self.prompt_set_ids:
@@ -93,6 +102,8 @@ class ExportOptions:
             ("format", FORMATS),
             ("sources", SOURCES),
             ("cut_off", CUT_OFF),
+            ("gold", GOLD),
+            ("gold_paused", GOLD_PAUSED),
         ):
             if getattr(self, name) not in allowed:
                 raise ExportError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}.")
@@ -107,6 +118,9 @@ class ExportOptions:
         data["annotator_ids"] = sorted(self.annotator_ids)
         data["since"] = self.since.isoformat() if self.since else None
         data["until"] = self.until.isoformat() if self.until else None
+        for name, default in _QUIET_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
 
@@ -250,6 +264,8 @@ def _selection_filters(options: ExportOptions) -> dict[str, Any]:
         "until": options.until,
         "annotator_ids": list(options.annotator_ids),
         "sources": options.sources,
+        "gold": options.gold,
+        "gold_paused": options.gold_paused,
     }
 
 
