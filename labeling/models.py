@@ -47,7 +47,7 @@ class PromptSet(models.Model):
     gold_rate = models.FloatField(
         default=0.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(MAX_GOLD_RATE)],
-        help_text="Share of an annotator's tasks drawn from the set's gold tasks while any is left for them (0–0.5).",
+        help_text="Share of each annotator's tasks drawn from the set's gold tasks (0–0.5).",
     )
     gold_threshold = models.FloatField(
         null=True,
@@ -162,8 +162,7 @@ class RankingTask(models.Model):
     gold = models.JSONField(
         null=True,
         blank=True,
-        help_text='Known answer (labeling.services.gold): {"best": rollout id} or {"order": [[ids], ...]} best → '
-        "worst; empty for an ordinary task.",
+        help_text='Known answer: {"best": rollout id} or {"order": [[ids], ...]} best → worst; empty: none.',
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

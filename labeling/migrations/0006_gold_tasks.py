@@ -6,39 +6,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0005_judge_rankings_and_references'),
+        ("labeling", "0005_judge_rankings_and_references"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='promptset',
-            name='gold_min_answers',
-            field=models.PositiveSmallIntegerField(default=5, help_text='Gold answers an annotator gives before the threshold applies to them.', validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="promptset",
+            name="gold_min_answers",
+            field=models.PositiveSmallIntegerField(
+                default=5,
+                help_text="Gold answers an annotator gives before the threshold applies to them.",
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
         migrations.AddField(
-            model_name='promptset',
-            name='gold_rate',
-            field=models.FloatField(default=0.0, help_text="Share of an annotator's tasks drawn from the set's gold tasks while any is left for them (0–0.5).", validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(0.5)]),
+            model_name="promptset",
+            name="gold_rate",
+            field=models.FloatField(
+                default=0.0,
+                help_text="Share of each annotator's tasks drawn from the set's gold tasks (0–0.5).",
+                validators=[
+                    django.core.validators.MinValueValidator(0.0),
+                    django.core.validators.MaxValueValidator(0.5),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='promptset',
-            name='gold_threshold',
-            field=models.FloatField(blank=True, help_text='Pause an annotator whose gold accuracy in this set falls below this (0–1; empty: never).', null=True, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)]),
+            model_name="promptset",
+            name="gold_threshold",
+            field=models.FloatField(
+                blank=True,
+                help_text="Pause an annotator whose gold accuracy in this set falls below this (0–1; empty: never).",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(0.0),
+                    django.core.validators.MaxValueValidator(1.0),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='rankingtask',
-            name='gold',
-            field=models.JSONField(blank=True, help_text='Known answer (labeling.services.gold): {"best": rollout id} or {"order": [[ids], ...]} best → worst; empty for an ordinary task.', null=True),
+            model_name="rankingtask",
+            name="gold",
+            field=models.JSONField(
+                blank=True,
+                help_text='Known answer: {"best": rollout id} or {"order": [[ids], ...]} best → worst; empty: none.',
+                null=True,
+            ),
         ),
         migrations.AddIndex(
-            model_name='rankingtask',
-            index=models.Index(condition=models.Q(('gold__isnull', False)), fields=['prompt_set', 'status', '-active_count', 'id'], name='task_gold_queue_idx'),
+            model_name="rankingtask",
+            index=models.Index(
+                condition=models.Q(("gold__isnull", False)),
+                fields=["prompt_set", "status", "-active_count", "id"],
+                name="task_gold_queue_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='promptset',
-            constraint=models.CheckConstraint(condition=models.Q(('gold_rate__gte', 0), ('gold_rate__lte', 0.5)), name='promptset_gold_rate_0_to_half'),
+            model_name="promptset",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("gold_rate__gte", 0), ("gold_rate__lte", 0.5)), name="promptset_gold_rate_0_to_half"
+            ),
         ),
     ]

@@ -153,7 +153,8 @@ def gold_standings(*, prompt_set_id: int | None = None, annotator_id: int | None
     for annotator, set_id, tiers, gold in rankings.values_list(
         "annotator_id", "task__prompt_set_id", "tiers", "task__gold"
     ).iterator():
-        scores[(annotator, set_id)].append(gold_score(tiers, gold))
+        if gold is not None:  # always, by the filter; says so to the type checker
+            scores[(annotator, set_id)].append(gold_score(tiers, gold))
     rules = {
         pk: (threshold, minimum)
         for pk, threshold, minimum in PromptSet.objects.filter(pk__in={s for _, s in scores}).values_list(
