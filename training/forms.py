@@ -51,6 +51,14 @@ SOURCE_CHOICES = [
     ("judge", "judges — rankings by auto-rank (tool feedback, reward models)"),
     ("all", "all — people's and judges'"),
 ]
+GOLD_CHOICES = [
+    ("exclude", "exclude — gold tasks check known answers, they are not new labels"),
+    ("include", "include — export gold tasks' rankings too"),
+]
+GOLD_PAUSED_CHOICES = [
+    ("keep", "keep — paused annotators' earlier rankings stay"),
+    ("exclude", "exclude — leave out rankings of annotators paused by their gold accuracy"),
+]
 FORMAT_CHOICES = [
     ("standard", "standard — prompt/chosen/rejected as strings"),
     ("conversational", "conversational — lists of chat messages"),
@@ -91,8 +99,14 @@ class ExportForm(forms.Form):
     ties = forms.ChoiceField(choices=TIES_CHOICES, initial="drop")
     all_bad = forms.ChoiceField(choices=ALL_BAD_CHOICES, initial="skip", label="All-bad rankings")
     flagged = forms.ChoiceField(choices=FLAGGED_CHOICES, initial="never_chosen", label="Flagged rollouts")
-    cut_off = forms.ChoiceField(choices=CUT_OFF_CHOICES, initial="never_chosen", label="Cut-off rollouts")
-    sources = forms.ChoiceField(choices=SOURCE_CHOICES, initial="human", label="Rankings by")
+    cut_off = forms.ChoiceField(
+        choices=CUT_OFF_CHOICES, initial="never_chosen", required=False, label="Cut-off rollouts"
+    )
+    sources = forms.ChoiceField(choices=SOURCE_CHOICES, initial="human", required=False, label="Rankings by")
+    gold = forms.ChoiceField(choices=GOLD_CHOICES, initial="exclude", required=False, label="Gold tasks")
+    gold_paused = forms.ChoiceField(
+        choices=GOLD_PAUSED_CHOICES, initial="keep", required=False, label="Paused annotators"
+    )
     aggregation = forms.ChoiceField(choices=AGGREGATION_CHOICES, initial="per_annotator")
     format = forms.ChoiceField(choices=FORMAT_CHOICES, initial="standard")
     test_fraction = forms.FloatField(
@@ -108,6 +122,10 @@ class ExportForm(forms.Form):
             get_user_model().objects.filter(rankings__isnull=False).distinct().order_by("username")
         )
 
+    def _rule(self, cleaned: dict[str, Any], name: str) -> Any:
+        value = cleaned.get(name)
+        return self.fields[name].initial if value in (None, "") else value
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if self.errors:
@@ -118,7 +136,8 @@ class ExportForm(forms.Form):
                 since=cleaned.get("since"),
                 until=cleaned.get("until"),
                 annotator_ids=tuple(user.pk for user in cleaned.get("annotators") or ()),
-                **{name: cleaned[name] for name in RULE_FIELDS},
+                # A rule left out of the request keeps its default (the later rules are optional inputs).
+                **{name: self._rule(cleaned, name) for name in RULE_FIELDS},
             )
         except ExportError as error:
             raise forms.ValidationError(str(error)) from None

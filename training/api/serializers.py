@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from labeling.models import PromptSet
 from training.models import DatasetExport, DatasetVersion, Judge, ModelVersion, TrainingRun
-from training.services.export import AGGREGATIONS, ALL_BAD, CUT_OFF, FLAGGED, FORMATS, SOURCES, TIES
+from training.services.export import AGGREGATIONS, ALL_BAD, CUT_OFF, FLAGGED, FORMATS, GOLD, GOLD_PAUSED, SOURCES, TIES
 from training.services.runs import validate_run_request
 from training.trainers.length_estimate import CONFIRM_SHARE, estimate_run_lengths
 
@@ -39,6 +39,14 @@ class ExportIn(serializers.Serializer):
     )
     sources = serializers.ChoiceField(
         choices=SOURCES, default="human", help_text="Whose rankings: people's, judges' (auto-rank), or all."
+    )
+    gold = serializers.ChoiceField(
+        choices=GOLD, default="exclude", help_text="Rankings of gold (known-answer) tasks: left out, or included."
+    )
+    gold_paused = serializers.ChoiceField(
+        choices=GOLD_PAUSED,
+        default="keep",
+        help_text="Rankings of annotators paused by their gold accuracy: kept, or left out (in the set that pauses).",
     )
     aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default="per_annotator")
     format = serializers.ChoiceField(choices=FORMATS, default="standard")

@@ -60,7 +60,19 @@ GOLD_PAUSED = ("keep", "exclude")
 #: they were before the rules existed.
 _QUIET_DEFAULTS = {"gold": "exclude", "gold_paused": "keep"}
 #: The ExportOptions fields a form or an API body passes through as given (the selection's ids need converting).
-RULE_FIELDS = ("ties", "all_bad", "flagged", "cut_off", "aggregation", "format", "test_fraction", "seed", "sources")
+RULE_FIELDS = (
+    "ties",
+    "all_bad",
+    "flagged",
+    "cut_off",
+    "aggregation",
+    "format",
+    "test_fraction",
+    "seed",
+    "sources",
+    "gold",
+    "gold_paused",
+)
 SPLITS = ("train", "test")
 DOWNLOAD_FORMATS = ("jsonl", "parquet")
 
