@@ -50,7 +50,9 @@ _MARKER = "PREFLOOP-SANDBOX"
 
 def _set_limits(limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"]))
+    # SIGXCPU at the limit (so the reason says "CPU time"), SIGKILL one CPU second later should it be caught: with
+    # both equal, Linux sends SIGKILL at once and the reason reads like any other kill.
+    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 1))
     resource.setrlimit(resource.RLIMIT_AS, (limits["memory_bytes"], limits["memory_bytes"]))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
     resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))

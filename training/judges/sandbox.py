@@ -90,9 +90,15 @@ class SandboxResult:
             return "timeout"
         if self.exit_code == 0:
             return "passed"
+        # A signal shows as 128 + n through the namespace wrapper's shell, as -n when the child is ours directly.
+        number = None
         if self.exit_code is not None and self.exit_code > 128:
+            number = self.exit_code - 128
+        elif self.exit_code is not None and self.exit_code < 0:
+            number = -self.exit_code
+        if number is not None:
             try:
-                return f"killed by {signal.Signals(self.exit_code - 128).name}"
+                return f"killed by {signal.Signals(number).name}"
             except ValueError:
                 pass
         return f"exit code {self.exit_code}"
