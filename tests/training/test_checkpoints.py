@@ -124,3 +124,15 @@ def test_tensorboard_receives_the_loss_curve(uninterrupted):
     assert [point.step for point in losses] == [1, 2, 3, 4, 5, 6]
     history = [entry["loss"] for entry in uninterrupted.history if "loss" in entry]
     assert [point.value for point in losses] == pytest.approx(history, rel=1e-5)
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_skipped_for_the_one_before(tmp_path):
+    """A worker killed while writing checkpoint-4 leaves it without weights: resuming starts from checkpoint-2."""
+    for step, files in ((2, ("trainer_state.json", "model.safetensors")), (4, ("trainer_state.json",))):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_text("{}")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    (tmp_path / "checkpoint-4" / "model.safetensors").write_text("{}")  # control: once complete, it is the latest
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"

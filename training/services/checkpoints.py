@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 from pathlib import Path
 
@@ -19,9 +18,8 @@ from django.conf import settings
 from training.models import TrainingRun
 from training.services.dispatch import send_training_run_on_commit
 from training.services.lifecycle import RunRejected
+from training.trainers.checkpoint_files import latest_complete_checkpoint
 from webapp import clock
-
-_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 def checkpoint_dir_for(run: TrainingRun) -> Path:
@@ -34,20 +32,10 @@ def tensorboard_dir_for(run: TrainingRun) -> Path:
 
 
 def checkpoint_step(run: TrainingRun) -> int | None:
-    """The step of the run's latest complete checkpoint, or None when it has none.
-
-    transformers writes a checkpoint's `trainer_state.json` last, so a directory without it is a checkpoint the
-    worker died while writing, and is not counted.
-    """
-    directory = checkpoint_dir_for(run)
-    if not directory.is_dir():
-        return None
-    steps = [
-        int(match.group(1))
-        for child in directory.iterdir()
-        if (match := _CHECKPOINT.fullmatch(child.name)) and (child / "trainer_state.json").exists()
-    ]
-    return max(steps, default=None)
+    """The step of the run's latest complete checkpoint, or None when it has none (one a dying worker was still
+    writing does not count; see `training.trainers.checkpoint_files`)."""
+    found = latest_complete_checkpoint(checkpoint_dir_for(run))
+    return found[0] if found else None
 
 
 def checkpoint_history(run: TrainingRun, step: int) -> list[dict]:

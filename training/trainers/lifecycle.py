@@ -16,6 +16,7 @@ from datasets import Dataset, DatasetDict
 from transformers import set_seed
 
 from ._runtime import RunClock, build_result, release_memory, require_test_split, resolve_device, summary_metrics
+from .checkpoint_files import latest_complete_checkpoint
 from .config import _RunConfig
 from .data import load_preference_splits
 from .lengths import count_split, log_split
@@ -132,14 +133,9 @@ def run_preference_training(
 
 
 def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The newest complete `checkpoint-<step>` in `checkpoint_dir`, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    directory = Path(checkpoint_dir)
-    if not directory.is_dir():
-        return None
-    found = get_last_checkpoint(str(directory))
-    return Path(found) if found else None
+    """The newest complete `checkpoint-<step>` in `checkpoint_dir`, or None (one cut short by a kill is skipped)."""
+    found = latest_complete_checkpoint(checkpoint_dir)
+    return found[1] if found else None
 
 
 def _before_metrics(
