@@ -19,6 +19,7 @@ from training.forms_online import ONLINE_CONFIG_FIELDS as ONLINE_CONFIG_FIELD_NA
 from training.forms_online import OnlineRunForm
 from training.models import ModelVersion, TrainingRun
 from training.presenters import held_out_rows, history_charts, length_summary, other_metric_rows, run_progress
+from training.services.checkpoints import can_resume, checkpoint_step, resume_run
 from training.services.online_runs import start_online_run
 from training.services.runs import RunRejected, cancel_run, start_run
 from webapp import clock
@@ -92,6 +93,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
             ),
             path(
                 "<int:run_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="training_trainingrun_cancel"
+            ),
+            path(
+                "<int:run_id>/resume/", self.admin_site.admin_view(self.resume_view), name="training_trainingrun_resume"
             ),
             path(
                 "online/add/", self.admin_site.admin_view(self.online_add_view), name="training_trainingrun_online_add"
@@ -216,6 +220,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "partial_url": reverse("admin:training_trainingrun_live_partial", args=[run.pk]),
             "cancel_url": reverse("admin:training_trainingrun_cancel", args=[run.pk]),
             "can_cancel": run.is_active and self.has_change_permission(request, run),
+            "resume_url": reverse("admin:training_trainingrun_resume", args=[run.pk]),
+            # Only a failed run's page looks for checkpoints on disk.
+            "resume_step": checkpoint_step(run)
+            if run.status == TrainingRun.Status.FAILED and self.has_change_permission(request, run)
+            else None,
         }
 
     def live_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
@@ -249,4 +258,23 @@ class TrainingRunAdmin(admin.ModelAdmin):
             self.message_user(request, "Cancel requested: the run stops at its next step; nothing will be registered.")
         else:
             self.message_user(request, f"{run} had already finished; nothing to cancel.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:training_trainingrun_live", args=[run.pk]))
+
+    def resume_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """POST only: a failed run with a checkpoint goes back on its queue and continues from that checkpoint."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        run = self._get_run(request, run_id)
+        if not self.has_change_permission(request, run):
+            raise PermissionDenied
+        if not can_resume(run):
+            self.message_user(
+                request,
+                f"{run} is {run.get_status_display().lower()} and has no checkpoint to resume from: only a failed "
+                "run that saved checkpoints (save_steps) can be resumed.",
+                messages.ERROR,
+            )
+        else:
+            run = resume_run(run)
+            self.message_user(request, f"{run} is queued again: it continues from its latest checkpoint.")
         return HttpResponseRedirect(reverse("admin:training_trainingrun_live", args=[run.pk]))
