@@ -347,6 +347,9 @@ class DPORunConfig(_RunConfig):
 GRPO_LOSS_TYPES: tuple[str, ...] = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo")
 #: Completions sampled per prompt: 2 is the least a group comparison needs; beyond 256 no batch holds a group.
 MAX_GENERATIONS = 256
+#: Where an online run samples: "auto" is vLLM where it is installed and CUDA is present, else transformers'
+#: `generate`; "vllm" insists (a worker without it fails the run with the reason, before loading anything).
+GENERATION_BACKENDS: tuple[str, ...] = ("auto", "hf", "vllm")
 #: A sampling temperature above 10 is uniform noise; 0 would be greedy, which gives a group nothing to compare.
 MAX_TEMPERATURE = 10.0
 
@@ -394,10 +397,23 @@ class _OnlineRunConfig(_RunConfig):
     lora_r: int = field(default=16, metadata=_help("LoRA rank, 1 to 4,096."))
     lora_alpha: float = field(default=32.0, metadata=_help("LoRA scaling numerator, in (0, 100000]."))
     lora_dropout: float = field(default=0.05, metadata=_help("Dropout on the LoRA input, in [0, 1)."))
+    generation_backend: str = field(
+        default="auto",
+        metadata=_help(
+            "Where completions are sampled: auto (vLLM when installed and on CUDA, else transformers' generate), "
+            "hf, or vllm (the GPU extra, requirements-gpu.txt; colocated with training on the same GPU)."
+        ),
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3,
+        metadata=_help("Share of the GPU's memory vLLM may take beside training, in (0, 1]. TRL's default."),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.num_generations = _int_at_least(self, "num_generations", 2, maximum=MAX_GENERATIONS)
+        _require_choice(self, "generation_backend", GENERATION_BACKENDS)
+        self.vllm_gpu_memory_utilization = _positive_float(self, "vllm_gpu_memory_utilization", high=1.0)
         self.max_completion_length = _int_at_least(self, "max_completion_length", 1, maximum=32_768)
         self.temperature = _positive_float(self, "temperature", high=MAX_TEMPERATURE)
         self.heldout_fraction = _float_in(self, "heldout_fraction", low=0.0, high=0.9)

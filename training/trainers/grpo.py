@@ -41,6 +41,7 @@ from ._runtime import RunClock, build_result, load_tokenizer, quiet_console, rel
 from ._runtime import trl_arguments as _trl_arguments
 from .config import GRPORunConfig, RLOORunConfig
 from .formatting import completion_prompt
+from .generation import vllm_usable
 from .lifecycle import latest_checkpoint
 from .progress import Heartbeat, OnLog, ProgressReporter, ShouldStop
 from .result import TrainResult
@@ -265,6 +266,7 @@ def train_online(
     checkpoints = Path(checkpoint_dir) if checkpoint_dir else output_dir.with_name(f"{output_dir.name}.checkpoints")
     resume_from = latest_checkpoint(checkpoints) if config.save_steps else None
     device = resolve_device(config.device)
+    backend = online_generation_backend(config, device)  # before loading anything: a refusal costs nothing
     clock = RunClock.start(device)
     progress = ProgressReporter(on_log=on_log, should_stop=should_stop, heartbeat=heartbeat)
     progress.beat()
@@ -284,6 +286,7 @@ def train_online(
         "train_prompts": float(len(fits)),
         "train_prompts_dropped": float(len(train) - len(fits)),
         "heldout_prompts": float(len(heldout)),
+        "generation_on_vllm": float(backend == "vllm"),
     }
 
     timing = _Timing()
@@ -302,6 +305,7 @@ def train_online(
             output_dir=checkpoints if config.save_steps else output_dir,
             device=device,
             progress=progress,
+            backend=backend,
         )
         trainer.timing = timing
         trainer.pending_logs = {}
@@ -349,6 +353,31 @@ def train_online(
             release_memory(device)
 
 
+def online_generation_backend(config: GRPORunConfig | RLOORunConfig, device: str) -> str:
+    """"vllm" or "hf" for this worker; a run that insists on vLLM where there is none fails with the reason."""
+    if config.generation_backend == "hf":
+        return "hf"
+    usable = device.startswith("cuda") and vllm_usable()
+    if config.generation_backend == "vllm" and not usable:
+        missing = "no CUDA device" if not device.startswith("cuda") else "vLLM is not installed"
+        raise ValueError(
+            f"generation_backend is 'vllm', but this worker cannot run it ({missing}): run it on a GPU worker "
+            "with requirements-gpu.txt installed, or set generation_backend to 'auto' or 'hf'."
+        )
+    return "vllm" if usable else "hf"
+
+
+def vllm_arguments(config: GRPORunConfig | RLOORunConfig, backend: str) -> dict[str, Any]:
+    """TRL's vLLM settings: colocated in the trainer's process, sharing its GPU (no separate vLLM server to run)."""
+    if backend != "vllm":
+        return {"use_vllm": False}
+    return {
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization,
+    }
+
+
 def _model_input(prompt: Prompt) -> Prompt:
     # Plain-text prompts get the separator every other path gives them (idempotent), so TRL's completions and the
     # judges see the prompt text generation sees.
@@ -381,8 +410,10 @@ def _build_trainer(
     output_dir: Path,
     device: str,
     progress: ProgressReporter,
+    backend: str = "hf",
 ) -> Any:
     shared = _trl_arguments(config, output_dir=output_dir, device=device)
+    shared |= vllm_arguments(config, backend)
     shared.pop("max_length")  # prompts were filtered above; completions are capped by max_completion_length
     shared |= {
         "eval_strategy": "no",  # held-out prompts are measured by _HeldOutCallback, greedily, once per judge
