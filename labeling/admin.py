@@ -392,3 +392,7 @@ class RankingAdmin(ReadOnlyAdmin):
     list_display = ["id", "task", "annotator", "source", "tiers", "all_bad", "flags", "time_spent_ms", "created_at"]
     list_filter = ["source", "all_bad", "task__prompt_set"]
     list_select_related = ["task", "annotator"]
+
+
+# Registered from their own modules (one concern each), imported here because Django autodiscovers `admin` only.
+from labeling import admin_people  # noqa: E402, F401

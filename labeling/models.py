@@ -287,3 +287,31 @@ class Ranking(models.Model):
     @property
     def has_ties(self) -> bool:
         return any(len(tier) > 1 for tier in self.tiers)
+
+
+class Invite(models.Model):
+    """A one-time link by which a new account sets its own password (labeling.services.people).
+
+    Only the SHA-256 of the link's secret is stored: the link itself is shown once, to the admin who made it, so
+    the database alone cannot produce a working link. `used_at` is set by one conditional UPDATE (still NULL, not
+    expired), so a link works once even when it is opened twice at the same moment.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invites")
+    token_hash = models.CharField(max_length=64, unique=True)
+    role = models.CharField(max_length=16)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(expires_at__gt=F("created_at")), name="invite_expires_after_creation")
+        ]
+
+    def __str__(self) -> str:
+        return f"Invite #{self.pk}"

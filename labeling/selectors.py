@@ -359,9 +359,10 @@ def usernames(user_ids: Iterable[int]) -> dict[int, str]:
     return dict(get_user_model().objects.filter(pk__in=list(user_ids)).values_list("pk", "username"))
 
 
-def prompt_sets_progress_of(annotator: User) -> QuerySet[PromptSet]:
+def prompt_sets_progress_of(annotator: User, *, with_set_totals: bool = False) -> QuerySet[PromptSet]:
     """Unpaused prompt sets with, for this annotator, `n_mine` (tasks they ranked) and `n_left` (tasks the queue
-    could still hand them), each one subquery, so a page lists them in one query."""
+    could still hand them), each one subquery, so a page lists them in one query; `with_set_totals` adds the whole
+    set's counts of `prompt_sets_with_progress` (n_tasks, n_done, n_in_progress)."""
     mine = (
         Ranking.objects.filter(task__prompt_set=OuterRef("pk"), annotator=annotator)
         .order_by()
@@ -382,6 +383,9 @@ def prompt_sets_progress_of(annotator: User) -> QuerySet[PromptSet]:
         .annotate(n=Count("id"))
         .values("n")
     )
-    return PromptSet.objects.filter(is_paused=False).annotate(
-        n_mine=Coalesce(Subquery(mine), 0), n_left=Coalesce(Subquery(left), 0)
+    sets = (
+        prompt_sets_with_progress(include_paused=False)
+        if with_set_totals
+        else PromptSet.objects.filter(is_paused=False)
     )
+    return sets.annotate(n_mine=Coalesce(Subquery(mine), 0), n_left=Coalesce(Subquery(left), 0))

@@ -19,6 +19,8 @@ _MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 56, 14, 30, 26
 _FONT_PX = 11
 _CHAR_PX = 6.4  # rough advance of an 11 px sans-serif character, for laying out the legend
 _MARKERS_UP_TO = 40  # draw a dot per point for sparse series (eval points), not for dense loss curves
+_TITLE_CHAR_PX = 7.0  # the title is bold, a little wider per character
+_LEGEND_ROW_PX = 16  # each legend row under the title, when the legend does not fit beside it
 
 
 def _tick_step(low: float, high: float, count: int) -> float:
@@ -57,10 +59,15 @@ def _padded_range(values: list[float]) -> tuple[float, float]:
     return low, high
 
 
-def _domain(values: list[float]) -> tuple[float, float, list[float]]:
-    """Axis bounds widened to the nearest round ticks outside the data, so the grid frames it."""
+def _domain(values: list[float], *, integers: bool = False) -> tuple[float, float, list[float]]:
+    """Axis bounds widened to the nearest round ticks outside the data, so the grid frames it; with `integers`
+    (rounds, counts) the ticks are whole numbers."""
     low, high = _padded_range(values)
     step = _tick_step(low, high, 5)
+    if integers:
+        step = max(1.0, math.ceil(step))
+        if min(values) >= 0:
+            low = max(low, 0.0)  # no round -1 beside a lone round 0
     ticks = [round(i * step, 12) for i in range(math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9) + 1)]
     return ticks[0], ticks[-1], ticks
 
@@ -73,15 +80,43 @@ def _label(value: float) -> str:
     return escape(f"{value:.4g}")
 
 
+def _legend_layout(names: list[str], title: str, *, left: float, right: float) -> tuple[list[tuple[float, float]], int]:
+    """Where each legend entry goes (its swatch's x, its text's baseline) and how many rows it adds under the title
+    line: right-aligned beside the title when it fits there, else in rows of its own under it, so it never runs
+    over the title."""
+    widths = [len(name) * _CHAR_PX + 22 for name in names]
+    title_end = left + len(title) * _TITLE_CHAR_PX + 12 if title else left
+    if right - sum(widths) >= title_end:
+        positions, x = [], float(right)
+        for width in widths:
+            x -= width
+            positions.append((x, 14.0))
+        return positions, 0
+    positions, row, x = [], 1, float(left)
+    for width in widths:
+        if x > left and x + width > right:
+            row, x = row + 1, float(left)
+        positions.append((x, 14.0 + row * _LEGEND_ROW_PX))
+        x += width
+    return positions, row
+
+
 def line_chart_svg(
-    series: Mapping[str, Sequence[tuple[float, float]]], *, width: int = 640, height: int = 240, title: str = ""
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    width: int = 640,
+    height: int = 240,
+    title: str = "",
+    integer_x: bool = False,
 ) -> str:
-    """An SVG line chart of named (x, y) series sharing both axes; safe to embed in HTML as is."""
+    """An SVG line chart of named (x, y) series sharing both axes; safe to embed in HTML as is. `integer_x` keeps
+    the x ticks on whole numbers (rounds, steps)."""
     width, height = int(width), int(height)
     plot_left, plot_right = _MARGIN_LEFT, width - _MARGIN_RIGHT
-    plot_top, plot_bottom = _MARGIN_TOP, height - _MARGIN_BOTTOM
     cleaned = {str(name): _finite_points(points) for name, points in series.items()}
     cleaned = {name: points for name, points in cleaned.items() if points}
+    legend_at, legend_rows = _legend_layout(list(cleaned), title, left=plot_left, right=plot_right)
+    plot_top, plot_bottom = _MARGIN_TOP + legend_rows * _LEGEND_ROW_PX, height - _MARGIN_BOTTOM
 
     svg_open = (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="line-chart" viewBox="0 0 {width} {height}" '
@@ -101,7 +136,7 @@ def line_chart_svg(
 
     xs = [x for points in cleaned.values() for x, _ in points]
     ys = [y for points in cleaned.values() for _, y in points]
-    x_low, x_high, x_ticks = _domain(xs)
+    x_low, x_high, x_ticks = _domain(xs, integers=integer_x)
     y_low, y_high, y_ticks = _domain(ys)
 
     def sx(x: float) -> float:
@@ -128,8 +163,7 @@ def line_chart_svg(
         'fill="none" stroke="currentColor" stroke-opacity="0.4"/>'
     )
 
-    # Series, then a legend right-aligned on the title line.
-    legend_x = float(plot_right)
+    # Series, then the legend where _legend_layout put it.
     legend: list[str] = []
     for index, (name, points) in enumerate(cleaned.items()):
         colour = PALETTE[index % len(PALETTE)]
@@ -145,11 +179,10 @@ def line_chart_svg(
                     f"<title>{label}: {_label(y)} at {_label(x)}</title></circle>"
                 )
         parts.append("</g>")
-        text_width = len(name) * _CHAR_PX
-        legend_x -= text_width + 22
+        legend_x, legend_y = legend_at[index]
         legend.append(
-            f'<rect x="{_num(legend_x)}" y="8" width="12" height="3" fill="{colour}"/>'
-            f'<text x="{_num(legend_x + 16)}" y="14" fill="currentColor">{label}</text>'
+            f'<rect x="{_num(legend_x)}" y="{_num(legend_y - 6)}" width="12" height="3" fill="{colour}"/>'
+            f'<text x="{_num(legend_x + 16)}" y="{_num(legend_y)}" fill="currentColor">{label}</text>'
         )
     parts.append('<g class="legend">' + "".join(legend) + "</g>")
     parts.append("</svg>")

@@ -24,7 +24,9 @@ def win_rates_index(request: HttpRequest) -> HttpResponse:
 def win_rates(request: HttpRequest, prompt_set_id: int) -> HttpResponse:
     prompt_set = get_object_or_404(prompt_sets_by_name(), pk=prompt_set_id)
     report = win_rate_report(prompt_set, samples=200)
-    chart = line_chart_svg(report.strength_by_round, title="Bradley–Terry strength per policy, by round (cumulative)")
+    chart = line_chart_svg(
+        report.strength_by_round, title="Bradley–Terry strength per policy, by round (cumulative)", integer_x=True
+    )
     return render(
         request,
         "training/winrates.html",

@@ -4,11 +4,15 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from labeling.views import people as people_views
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="labeling:home", permanent=False)),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The one-time link a person added by an admin sets their password with (labeling.services.people).
+    path("accounts/invite/<str:token>/", people_views.accept_invite, name="invite"),
     path("label/", include("labeling.urls")),
     path("training/", include("training.urls")),
     path("api/", include("labeling.api.urls")),

@@ -14,7 +14,7 @@ from labeling.forms import tiers_from_ranks
 from labeling.models import RATIONALE_MAX_CHARS, Assignment, PromptSet, Ranking
 from labeling.permissions import requires_permission
 from labeling.roles import ANNOTATE
-from labeling.selectors import annotator_stats, prompt_sets_with_progress, remaining_for, shown_rollouts
+from labeling.selectors import annotator_stats, prompt_sets_progress_of, remaining_for, shown_rollouts
 from labeling.services.errors import LabelingError
 from labeling.services.gold import AnnotatorPaused
 from labeling.services.queue import next_task_for, skip_assignment
@@ -28,7 +28,12 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "labeling/home.html",
-        {"prompt_sets": prompt_sets_with_progress(include_paused=False), "stats": annotator_stats(request.user)},
+        # The annotator's own counts beside the set's: a set's tasks are done only when `overlap` people ranked
+        # them, so "0 done" alone reads as if their work were lost.
+        {
+            "prompt_sets": prompt_sets_progress_of(request.user, with_set_totals=True),
+            "stats": annotator_stats(request.user),
+        },
     )
 
 

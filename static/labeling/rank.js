@@ -53,6 +53,7 @@
       const value = rankInput(card).value;
       card.querySelector("[data-rank-badge], .badge").textContent = value ? "#" + value : "";
     });
+    say("");
     const out = state.form.querySelector('[data-testid="order-summary"]');
     const count = state.cards.length;
     out.textContent = summary.length ? summary.join("") + (state.tieNext ? " =" : "") : "press 1–" + count;
@@ -81,8 +82,22 @@
 
   function submit() {
     const allBad = state.form.elements.all_bad.checked;
-    if (state.picks.length < state.cards.length && !allBad) return; // incomplete: keep typing
+    const missing = state.cards.map((card, index) => index + 1)
+      .filter((position) => !state.picks.some((p) => p.position === position));
+    if (missing.length && !allBad) {
+      // Not sent: say what is missing, in the words the server uses for the same refusal (labeling.forms).
+      say("Not sent yet: rank every response (no rank yet: " + missing.join(", ") + "), or press a if all are bad.");
+      return;
+    }
     state.form.requestSubmit();
+  }
+
+  // The note under the order summary; an empty text hides it.
+  function say(text) {
+    const note = state.form.querySelector('[data-testid="incomplete"]');
+    if (!note) return;
+    note.textContent = text;
+    note.hidden = !text;
   }
 
   function onKey(event) {

@@ -178,3 +178,24 @@ def test_the_ranking_form_works_without_javascript(page, live_server, login, ran
     ranking = Ranking.objects.get(annotator=annotator)
     assert ranking.assignment_id == int(first)
     assert as_sets(ranking.tiers) == [{shown[1]}, {shown[0], shown[2]}]
+
+
+def test_enter_on_an_incomplete_ranking_says_what_is_missing(page, login, rank_page):
+    """Enter with responses still unranked sends nothing and names them; the next pick clears the note."""
+    prompt_set = prompt_set_with_tasks(n_prompts=1, rollouts_per_task=4, overlap=1)
+    annotator = AnnotatorFactory()
+    login(page, annotator)
+    rank_page.open(prompt_set)
+    submits = []
+    page.on("request", lambda request: submits.append(request.url) if "/submit/" in request.url else None)
+
+    note = page.get_by_test_id("incomplete")
+    rank_page.press("2", "4")
+    assert note.is_hidden()
+    rank_page.press("Enter")
+    assert note.is_visible()
+    assert note.inner_text() == "Not sent yet: rank every response (no rank yet: 1, 3), or press a if all are bad."
+    assert submits == [] and not Ranking.objects.filter(annotator=annotator).exists()
+
+    rank_page.press("1")
+    assert note.is_hidden()
