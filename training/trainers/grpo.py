@@ -354,7 +354,7 @@ def train_online(
 
 
 def online_generation_backend(config: GRPORunConfig | RLOORunConfig, device: str) -> str:
-    """"vllm" or "hf" for this worker; a run that insists on vLLM where there is none fails with the reason."""
+    """The backend for this worker, "vllm" or "hf"; a run insisting on vLLM where there is none fails, saying why."""
     if config.generation_backend == "hf":
         return "hf"
     usable = device.startswith("cuda") and vllm_usable()
