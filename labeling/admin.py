@@ -14,7 +14,7 @@ from django.utils.safestring import mark_safe
 
 from labeling.charts import progress_bar_svg
 from labeling.forms import ImportForm
-from labeling.models import Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
+from labeling.models import Adjudication, Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
 from labeling.selectors import progress_of, prompt_sets_with_progress
 from labeling.services import rollout_finish
 from labeling.services.agreement import prompt_set_agreement_report
@@ -348,8 +348,10 @@ class RankingTaskAdmin(ReadOnlyAdmin):
         "overlap",
         "round",
         "is_gold",
+        "agreement",
+        "needs_adjudication",
     ]
-    list_filter = ["prompt_set", "status", "round", ("gold", admin.EmptyFieldListFilter)]
+    list_filter = ["prompt_set", "status", "round", ("gold", admin.EmptyFieldListFilter), "needs_adjudication"]
     list_select_related = ["prompt_set", "prompt"]
     # Gold tasks (labeling.services.gold): the known answer is the order an admin gave it in ranking it themselves.
     actions = ["mark_gold", "unmark_gold"]
@@ -392,6 +394,15 @@ class RankingAdmin(ReadOnlyAdmin):
     list_display = ["id", "task", "annotator", "source", "tiers", "all_bad", "flags", "time_spent_ms", "created_at"]
     list_filter = ["source", "all_bad", "task__prompt_set"]
     list_select_related = ["task", "annotator"]
+
+
+@admin.register(Adjudication)
+class AdjudicationAdmin(ReadOnlyAdmin):
+    """Recorded on the adjudication page (labeling.views.adjudication), which checks the order; shown here."""
+
+    list_display = ["id", "task", "tiers", "by", "at", "note"]
+    list_filter = ["task__prompt_set"]
+    list_select_related = ["task", "by"]
 
 
 # Registered from their own modules (one concern each), imported here because Django autodiscovers `admin` only.

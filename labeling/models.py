@@ -60,6 +60,22 @@ class PromptSet(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Gold answers an annotator gives before the threshold applies to them.",
     )
+    # Disagreement (labeling.services.disagreement): a task whose rankings disagree gets one more annotator, up to
+    # max_overlap; still disagreeing at that cap, it waits for an admin's adjudication.
+    disagreement_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="A completed task whose rankings' pairwise agreement is below this (0–1) gets one more annotator, "
+        "or, at the max overlap, goes to adjudication; empty: off.",
+    )
+    max_overlap = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="Most annotators a disagreeing task may get (at least the overlap); "
+        "empty: the overlap, so a disagreeing task goes straight to adjudication.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -76,6 +92,16 @@ class PromptSet(models.Model):
             models.CheckConstraint(condition=Q(overlap__gte=1), name="promptset_overlap_positive"),
             models.CheckConstraint(
                 condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=MAX_GOLD_RATE), name="promptset_gold_rate_0_to_half"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_overlap__isnull=True) | Q(max_overlap__gte=F("overlap")),
+                name="promptset_max_overlap_at_least_overlap",
+                violation_error_message="The max overlap must be at least the overlap (or empty).",
+            ),
+            models.CheckConstraint(
+                condition=Q(disagreement_threshold__isnull=True)
+                | (Q(disagreement_threshold__gte=0) & Q(disagreement_threshold__lte=1)),
+                name="promptset_disagreement_threshold_0_to_1",
             ),
         ]
 
@@ -164,6 +190,13 @@ class RankingTask(models.Model):
         blank=True,
         help_text='Known answer: {"best": rollout id} or {"order": [[ids], ...]} best → worst; empty: none.',
     )
+    # Written by labeling.services.disagreement in the submit that completes the task (sets with a threshold only).
+    agreement = models.FloatField(
+        null=True, blank=True, help_text="Pairwise agreement of its rankings when it last completed (0–1)."
+    )
+    needs_adjudication = models.BooleanField(
+        default=False, help_text="Its rankings still disagree at the set's max overlap: an admin records the order."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -184,6 +217,10 @@ class RankingTask(models.Model):
                 fields=["prompt_set", "status", "-active_count", "id"],
                 condition=Q(gold__isnull=False),
                 name="task_gold_queue_idx",
+            ),
+            # The adjudication list: the few flagged tasks of a set, without walking the others.
+            models.Index(
+                fields=["prompt_set", "id"], condition=Q(needs_adjudication=True), name="task_adjudication_idx"
             ),
         ]
 
@@ -315,3 +352,24 @@ class Invite(models.Model):
 
     def __str__(self) -> str:
         return f"Invite #{self.pk}"
+
+
+class Adjudication(models.Model):
+    """An admin's final order for a task, recorded after looking at every ranking of it side by side.
+
+    One per task (recording again replaces it); the task then counts as resolved (labeling.services.disagreement).
+    """
+
+    task = models.OneToOneField(RankingTask, on_delete=models.CASCADE, related_name="adjudication")
+    tiers = models.JSONField(help_text="Rollout ids best → worst; ids in one inner list are tied.")
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField()
+    note = models.TextField(blank=True, help_text="Why this order (optional).")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Adjudication of task #{self.task_id}"

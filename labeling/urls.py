@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling.views import dashboard, pages
+from labeling.views import adjudication, dashboard, pages
 
 app_name = "labeling"
 
@@ -12,4 +12,7 @@ urlpatterns = [
     path("me/", dashboard.my_numbers, name="my-numbers"),
     path("annotators/", dashboard.annotators, name="dashboard"),
     path("annotators/<int:annotator_id>/", dashboard.annotator, name="dashboard-annotator"),
+    path("adjudication/", adjudication.index, name="adjudication"),
+    path("adjudication/sets/<int:prompt_set_id>/", adjudication.prompt_set_tasks, name="adjudication-set"),
+    path("adjudication/tasks/<int:task_id>/", adjudication.adjudicate, name="adjudicate"),
 ]

@@ -46,6 +46,7 @@ def outcome(response) -> int | str:
 # role → expected outcome, in ROLES order.
 PAGES = {
     "/label/": [LOGIN, 200, 200, 200, 403],
+    "/label/adjudication/": [LOGIN, 403, 403, 200, 403],
     "/training/win-rates/": [LOGIN, 403, 200, 200, 403],
     "/training/win-rates/{prompt_set}/": [LOGIN, 403, 200, 200, 403],
     "/admin/": [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200, 200],

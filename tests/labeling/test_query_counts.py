@@ -20,6 +20,11 @@ from tests.factories import AnnotatorFactory, prompt_set_with_tasks
 # The budget of issue 13 is 8 per cycle, health checks included. Lower these when a change saves one.
 NEXT_ROUND_TRIPS = 2  # the token with the user's permissions; the lease statement (with prompt and rollouts)
 SUBMIT_ROUND_TRIPS = 3  # the token; the assignment; the write statement (assignment, ranking, task counter)
+# In a set with a disagreement threshold (labeling.services.disagreement) the write and the check share a
+# transaction (BEGIN, COMMIT) and the check reads the task's rankings; the submit that completes a task also
+# writes the outcome (agreement, one more slot, or the adjudication flag). Sets without a threshold pay nothing.
+SUBMIT_ROUND_TRIPS_CHECKING_DISAGREEMENT = 6
+SUBMIT_ROUND_TRIPS_COMPLETING_A_CHECKED_TASK = 7
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="the round trips pinned are Postgres's")
 
@@ -55,6 +60,26 @@ def test_a_ranking_cycle_costs_five_round_trips():
         assert len(submit_queries) == SUBMIT_ROUND_TRIPS, _sql(submit_queries)
     assert NEXT_ROUND_TRIPS + SUBMIT_ROUND_TRIPS <= 8
     assert Ranking.objects.count() == 2  # the cycles did what they were counted for
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_a_set_that_checks_disagreement_pays_for_the_check():
+    """Submits in a set with a threshold cost 6 round trips (7 completing a task); the same in a set without, 3."""
+    checking = prompt_set_with_tasks(n_prompts=1, overlap=2, disagreement_threshold=0.5, max_overlap=3)
+    plain = prompt_set_with_tasks(n_prompts=1, overlap=2)
+    counts = []
+    for prompt_set in (checking, plain):
+        for _ in range(2):  # the first ranking of the task, then the one that completes it
+            api = token_client(AnnotatorFactory())
+            task, _ = _next(api, prompt_set)
+            counts.append(len(_submit(api, task)))
+    assert counts == [
+        SUBMIT_ROUND_TRIPS_CHECKING_DISAGREEMENT,
+        SUBMIT_ROUND_TRIPS_COMPLETING_A_CHECKED_TASK,
+        SUBMIT_ROUND_TRIPS,
+        SUBMIT_ROUND_TRIPS,
+    ]
+    assert Ranking.objects.count() == 4
 
 
 @pytest.mark.django_db(transaction=True)
