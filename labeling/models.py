@@ -362,9 +362,7 @@ class Adjudication(models.Model):
 
     task = models.OneToOneField(RankingTask, on_delete=models.CASCADE, related_name="adjudication")
     tiers = models.JSONField(help_text="Rollout ids best → worst; ids in one inner list are tied.")
-    by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     at = models.DateTimeField()
     note = models.TextField(blank=True, help_text="Why this order (optional).")
 
