@@ -13,6 +13,7 @@ from django import forms
 
 from labeling.models import PromptSet
 from training.models import Judge, ModelVersion, TrainingRun
+from training.services.audits import MAX_AUDIT_SIZE
 from training.services.base_models import starting_models
 from training.services.lifecycle import RunRejected
 from training.services.online_runs import MAX_JUDGE_WEIGHT, validate_online_run_request
@@ -70,6 +71,13 @@ class OnlineRunForm(forms.Form):
             f"-{MAX_JUDGE_WEIGHT:g} and {MAX_JUDGE_WEIGHT:g}; 1 when left out). Weight 0 makes a judge a monitor: its "
             "scores are logged and plotted, never trained on."
         ),
+    )
+    audit_size = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_AUDIT_SIZE,
+        label="Audit after success",
+        help_text="Rollout groups humans rank beside the starting policy's once the run succeeds (blank or 0: none).",
     )
     advanced_config = forms.CharField(
         required=False,
@@ -134,6 +142,7 @@ class OnlineRunForm(forms.Form):
                 base_model=cleaned.get("base_model", "").strip(),
                 parent_model=cleaned.get("parent_model"),
                 config=self.config(),
+                audit_size=cleaned.get("audit_size") or 0,
             )
         except RunRejected as error:
             self.add_rejection(error)

@@ -203,6 +203,9 @@ class TrainingRun(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     trigger = models.CharField(max_length=20, choices=RunTrigger.choices, default=RunTrigger.MANUAL)
+    audit_size = models.PositiveIntegerField(
+        default=0, help_text="Online runs: rollout groups humans audit once the run succeeds (0: no audit)."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -476,3 +479,50 @@ class BaseModelImport(models.Model):
 
     def __str__(self) -> str:
         return f"Base model import #{self.pk} {self.name} ({self.get_status_display()})"
+
+
+class Audit(models.Model):
+    """Humans auditing what an online run learned (`training.services.audits`).
+
+    A sample of the run's rollout groups (best, worst, random by reward) sits in a prompt set of its own beside the
+    parent policy's rollouts for the same prompts; each audited rollout keeps the run's judge scores (`JudgeScore`),
+    so human rankings there give the new policy's win rate against its parent and each judge's agreement with humans.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Preparing"  # generating the parent's rollouts, scoring them with the judges
+        READY = "ready", "In the queue"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="audits")
+    prompt_set = models.OneToOneField(PromptSet, on_delete=models.PROTECT, related_name="audit")
+    policy = models.CharField(max_length=200, help_text="The audited policy's name, as its rollouts carry it.")
+    parent = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="+", help_text="The policy the run started from."
+    )
+    generation_run = models.ForeignKey(
+        GenerationRun,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The parent's rollouts for the audited prompts (empty when they were reused).",
+    )
+    options = models.JSONField(default=dict, help_text="size, mix, seed, from_step, and the step the log reached.")
+    groups = models.JSONField(default=list, help_text="The audited groups: prompt, step, why picked, mean reward.")
+    rollouts_audited = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Audit #{self.pk} of run #{self.run_id} ({self.get_status_display()})"

@@ -44,6 +44,13 @@ def execute_auto_rank(job_id: int) -> str:
     return judging.execute_auto_rank(job_id).status
 
 
+@shared_task(acks_late=True, reject_on_worker_lost=True, name="training.execute_audit")
+def execute_audit(audit_id: int) -> str:
+    from training.services import audits  # imported here: its judges' scoring loads only in workers that run one
+
+    return audits.execute_audit(audit_id).status
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_BASE_MODEL_IMPORT)
 def execute_base_model_import(import_id: int) -> str:
     return base_models.execute_gguf_import(import_id).status

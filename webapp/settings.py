@@ -220,6 +220,11 @@ PREFLOOP_BASE_MODEL_CACHE = env_str("PREFLOOP_BASE_MODEL_CACHE", "")
 # With HF_HUB_OFFLINE on, a hub id is accepted for a run only when the local Hugging Face cache holds it: the worker
 # could not download it, and would fail minutes later. Off: hub ids are passed on unchecked.
 PREFLOOP_CHECK_HUB_CACHE = env_bool("PREFLOOP_CHECK_HUB_CACHE", True)
+# RL audits (training.services.audits): the run page warns when a reward-model judge orders fewer than this share of
+# the audited pairs as humans did (0.5 is a coin) - the policy may be gaming it - once it has this many pairs (fewer
+# swing too far by chance: at 30 pairs the 95% interval of a true 0.75 is about +-0.15).
+PREFLOOP_AUDIT_AGREEMENT_WARNING = env_float("PREFLOOP_AUDIT_AGREEMENT_WARNING", 0.6)
+PREFLOOP_AUDIT_MIN_PAIRS = env_int("PREFLOOP_AUDIT_MIN_PAIRS", 30)
 # Threads torch uses in a worker; 0 = the cores this worker process may run on (its CPU affinity), so a worker
 # pinned to 2 cores of a busy machine does not start one thread per core of the machine and thrash.
 PREFLOOP_TORCH_THREADS = env_int("PREFLOOP_TORCH_THREADS", 0)

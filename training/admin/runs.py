@@ -19,6 +19,7 @@ from training.forms_online import ONLINE_CONFIG_FIELDS as ONLINE_CONFIG_FIELD_NA
 from training.forms_online import OnlineRunForm
 from training.models import ModelVersion, TrainingRun
 from training.presenters import held_out_rows, history_charts, length_summary, other_metric_rows, run_progress
+from training.services.audits import audit_report, audits_of, start_audit
 from training.services.checkpoints import can_resume, checkpoint_step, resume_run
 from training.services.online_runs import start_online_run
 from training.services.runs import RunRejected, cancel_run, start_run
@@ -97,6 +98,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             path(
                 "<int:run_id>/resume/", self.admin_site.admin_view(self.resume_view), name="training_trainingrun_resume"
             ),
+            path("<int:run_id>/audit/", self.admin_site.admin_view(self.audit_view), name="training_trainingrun_audit"),
             path(
                 "online/add/", self.admin_site.admin_view(self.online_add_view), name="training_trainingrun_online_add"
             ),
@@ -158,6 +160,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
                     parent_model=form.cleaned_data["parent_model"],
                     config=form.config(),
                     created_by=request.user,
+                    audit_size=form.cleaned_data.get("audit_size") or 0,
                 )
             except RunRejected as error:  # e.g. a judge deleted between the check and the insert
                 form.add_rejection(error)
@@ -168,7 +171,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "form": form,
-            "run_fields": [form[name] for name in ("kind", "prompt_set", "parent_model", "base_model", "judges")],
+            "run_fields": [
+                form[name] for name in ("kind", "prompt_set", "parent_model", "base_model", "judges", "audit_size")
+            ],
             "config_fields": [form[name] for name, _ in ONLINE_CONFIG_FIELD_NAMES] + [form["advanced_config"]],
             "title": "Start an online RL run (GRPO / RLOO)",
         }
@@ -236,6 +241,12 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "title": f"{run.get_kind_display()} run #{run.pk}",
             "config_rows": [(key, json.dumps(value)) for key, value in sorted(run.config.items())],
             **self._live_context(request, run),
+            # Audits are read on the full page only: their intervals are bootstraps, not for every htmx poll.
+            "audit_reports": [audit_report(audit) for audit in audits_of(run)] if run.is_online else [],
+            "audit_url": reverse("admin:training_trainingrun_audit", args=[run.pk]),
+            "can_audit": run.is_online
+            and run.status in (TrainingRun.Status.RUNNING, TrainingRun.Status.SUCCEEDED)
+            and self.has_change_permission(request, run),
         }
         return render(request, "admin/training/trainingrun/live.html", context)
 
@@ -259,6 +270,27 @@ class TrainingRunAdmin(admin.ModelAdmin):
         else:
             self.message_user(request, f"{run} had already finished; nothing to cancel.", messages.WARNING)
         return HttpResponseRedirect(reverse("admin:training_trainingrun_live", args=[run.pk]))
+
+    def audit_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """POST only: put a sample of the run's rollouts before humans beside its parent's (`start_audit`)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        run = self._get_run(request, run_id)
+        if not self.has_change_permission(request, run):
+            raise PermissionDenied
+        try:
+            size = int(request.POST.get("size", "24"))
+            audit = start_audit(run=run, size=size, created_by=request.user)
+        except ValueError as error:  # RunRejected is a ValueError; so is a size that is not a number
+            self.message_user(request, f"No audit started: {error}", messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"{audit} started: {audit.rollouts_audited} rollouts of {len(audit.groups)} prompts go into "
+                f"{audit.prompt_set} once the parent's rollouts are beside them.",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(reverse("admin:training_trainingrun_live", args=[run.pk]) + "#audits")
 
     def resume_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
         """POST only: a failed run with a checkpoint goes back on its queue and continues from that checkpoint."""

@@ -174,6 +174,11 @@ class OnlineRunIn(serializers.Serializer):
     judges = RunJudgeIn(many=True, allow_empty=False, max_length=16)
     config = serializers.DictField(required=False, default=dict)
     queue = serializers.ChoiceField(choices=["cpu", "gpu"], required=False, allow_null=True, default=None)
+    audit_size = serializers.IntegerField(
+        default=0,
+        min_value=0,
+        help_text="Rollout groups humans audit beside the parent's once the run succeeds (0: none; needs a parent).",
+    )
 
 
 class RunOut(serializers.ModelSerializer):
@@ -202,6 +207,7 @@ class RunOut(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "model_version",
+            "audit_size",
         ]
 
     def get_model_version(self, run: TrainingRun) -> int | None:

@@ -16,7 +16,9 @@ from rest_framework.response import Response
 
 from labeling.permissions import HasPermissions, ModelPermissions
 from training.api import serializers as s
+from training.api.audits import AuditIn, AuditOut, audit_body
 from training.models import DatasetExport, DatasetVersion, ModelVersion, TrainingRun
+from training.services.audits import audit_report, audits_of, start_audit
 from training.services.base_models import starting_models
 from training.services.checkpoints import resume_run
 from training.services.export import RULE_FIELDS, ExportOptions, dataset_file, request_export
@@ -140,8 +142,33 @@ class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
             created_by=request.user,
             trigger="api",
             queue=data.get("queue"),
+            audit_size=data["audit_size"],
         )
         return Response(s.RunOut(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=AuditIn,
+        responses={
+            201: AuditOut,
+            400: error_response("Bad fields, or `run_rejected`: not an online run, no registered parent, no rollouts"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def audit(self, request: Request, pk: str | None = None) -> Response:
+        """Audit what the run learned: a sample of its rollout groups (best, worst, random) goes into a prompt set of
+        its own beside its parent policy's rollouts, for humans to rank. A running run is audited on its rollouts so
+        far. Read the results at `GET /api/runs/{id}/audits/`."""
+        params = AuditIn(data=request.data)
+        params.is_valid(raise_exception=True)
+        created = start_audit(run=self.get_object(), created_by=request.user, **params.validated_data)
+        return Response(audit_body(audit_report(created)), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: AuditOut(many=True)})
+    @action(detail=True, methods=["get"], pagination_class=None)  # a run's few audits, whole
+    def audits(self, request: Request, pk: str | None = None) -> Response:
+        """The run's audits, newest first: the audited policy's human win rate against its parent and each judge's
+        agreement with the humans (with `warning` where a reward-model judge falls below the threshold)."""
+        return Response([audit_body(audit_report(audit)) for audit in audits_of(self.get_object())])
 
     @extend_schema(request=None, responses={200: s.RunOut})
     @action(detail=True, methods=["post"], permission_classes=[CanCancelRuns])

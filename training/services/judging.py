@@ -43,8 +43,9 @@ from webapp.celery import app
 log = logging.getLogger(__name__)
 
 EXECUTE_AUTO_RANK = "training.execute_auto_rank"
-# Rollouts scored per judge call, and so per write of their scores. A reward-model call loads the model (the
-# current scoring path loads per call), so its calls are fewer and bigger; the texts of 2,048 rollouts are MBs.
+# Rollouts scored per judge call, and so per write of their scores. A reward-model judge batches on its own device
+# (its model stays loaded per process, training.judges.reward_model), so its calls are fewer and bigger; the texts of
+# 2,048 rollouts are MBs.
 SCORE_BATCH = 64
 REWARD_MODEL_BATCH = 2048
 

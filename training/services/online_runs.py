@@ -7,7 +7,8 @@ heartbeat, cancel, staging directory, atomic registration as a policy); `train_o
 Lineage: the prompt set and the judges (with their weights, `RunJudge`) are on the run, the run on the registered
 policy, the starting model on the run (`parent_model`, or `base_model`). Invariants the database keeps: an online
 run has a prompt set and no dataset version (a check constraint), one weight per (run, judge) (a unique constraint).
-The sampled completions with each judge's score are kept in the model's `rollouts.jsonl` (for audits).
+The sampled completions with each judge's score are kept in the model's `rollouts.jsonl`; with `audit_size` > 0 a
+sample of them goes before humans once the run succeeds (`audits`).
 The worker's part lives in `online_training` (imported by `runs`, which this module imports for its checks).
 """
 
@@ -23,6 +24,7 @@ from labeling.models import PromptSet
 from labeling.selectors import prompt_inputs_of_set
 from training.judges.config import ConfigError, judge_config
 from training.models import Judge, ModelVersion, RunJudge, TrainingRun
+from training.services.audits import MAX_AUDIT_SIZE
 from training.services.dispatch import QueueChoice, choose_queue, send_training_run_on_commit
 from training.services.lifecycle import RunRejected
 from training.services.runs import _check_base_model, _check_max_length
@@ -45,10 +47,12 @@ def validate_online_run_request(
     base_model: str = "",
     parent_model: ModelVersion | None = None,
     config: dict | None = None,
+    audit_size: int = 0,
 ) -> dict:
     """Check what a worker would trip on; return the normalised config. `RunRejected` names the field at fault."""
     if kind not in TrainingRun.ONLINE_KINDS:
         raise RunRejected(f"Online runs are {', '.join(TrainingRun.ONLINE_KINDS)}, not {kind!r}.", field="kind")
+    _check_audit_size(audit_size, parent_model)
     try:
         normalised = RUN_CONFIGS[kind].from_dict(config or {}).to_dict()
     except ConfigError as error:
@@ -80,6 +84,21 @@ def validate_online_run_request(
             field="prompt_set",
         )
     return normalised
+
+
+def _check_audit_size(audit_size: int, parent_model: ModelVersion | None) -> None:
+    if isinstance(audit_size, bool) or not isinstance(audit_size, int) or not 0 <= audit_size <= MAX_AUDIT_SIZE:
+        raise RunRejected(
+            f"audit_size must be a whole number from 0 (no audit) to {MAX_AUDIT_SIZE}, got {audit_size!r}.",
+            field="audit_size",
+        )
+    if audit_size and parent_model is None:
+        # The audit ranks the run's rollouts beside its parent's, which are sampled from a registered model version.
+        raise RunRejected(
+            "audit_size needs a starting policy registered as a model version (parent_model): an audit compares "
+            "the new policy with it.",
+            field="audit_size",
+        )
 
 
 def _check_judges(judges: Sequence[tuple[Judge, float]]) -> None:
@@ -126,8 +145,12 @@ def start_online_run(
     trigger: str = "manual",
     queue: str | None = None,
     dispatch: bool = True,
+    audit_size: int = 0,
 ) -> TrainingRun:
-    """Validate, record a QUEUED run with its judges, and send it to a worker once the transaction commits."""
+    """Validate, record a QUEUED run with its judges, and send it to a worker once the transaction commits.
+
+    `audit_size` > 0: once the run succeeds, that many of its rollout groups go before humans (`audits`).
+    """
     normalised = validate_online_run_request(
         kind=kind,
         prompt_set=prompt_set,
@@ -135,6 +158,7 @@ def start_online_run(
         base_model=base_model,
         parent_model=parent_model,
         config=config,
+        audit_size=audit_size,
     )
     if not dispatch:
         choice = QueueChoice(queue or "cpu", "run in-process")
@@ -151,6 +175,7 @@ def start_online_run(
             created_by=created_by,
             trigger=trigger,
             log_tail=f"queued on '{choice.queue}' ({choice.reason})\n",
+            audit_size=audit_size,
         )
         RunJudge.objects.bulk_create([RunJudge(run=run, judge=judge, weight=float(w)) for judge, w in judges])
         if dispatch:

@@ -302,15 +302,8 @@ def _generate_vllm(
     )
 
 
-def score_with_reward_model(
-    *, model_path: str, prompts: Sequence[Prompt], completions: Sequence[str], batch_size: int = 16
-) -> list[float]:
-    """Reward-model scores of (prompt, completion) pairs, on the token sequences the reward trainer trained on.
-
-    Sequences are `reward_sequence_ids` (one BOS, EOS on standard rows, the chat template for conversational
-    prompts), right-padded with the pad id the trainer saved in the model's config, as TRL's collator pads them.
-    A sequence longer than the model's positions keeps its start (training would have dropped it).
-    """
+def _reward_model(model_path: str) -> tuple[Any, Any]:
+    """(tokenizer, model) on the best device, the model told its pad id as TRL tells it."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -323,6 +316,39 @@ def score_with_reward_model(
         text_config.pad_token_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
+    return tokenizer, model
+
+
+def score_with_reward_model(
+    *,
+    model_path: str,
+    prompts: Sequence[Prompt],
+    completions: Sequence[str],
+    batch_size: int = 16,
+) -> list[float]:
+    """Reward-model scores of (prompt, completion) pairs, on the token sequences the reward trainer trained on.
+
+    Sequences are `reward_sequence_ids` (one BOS, EOS on standard rows, the chat template for conversational
+    prompts), right-padded with the pad id the trainer saved in the model's config, as TRL's collator pads them.
+    A sequence longer than the model's positions keeps its start (training would have dropped it).
+    """
+    tokenizer, model = _reward_model(model_path)
+    return score_with_loaded_reward_model(tokenizer, model, prompts, completions, batch_size=batch_size)
+
+
+def load_reward_model(model_path: str) -> tuple[Any, Any]:
+    """(tokenizer, model) for `score_with_loaded_reward_model`, for callers that keep models loaded themselves."""
+    return _reward_model(model_path)
+
+
+def score_with_loaded_reward_model(
+    tokenizer: Any, model: Any, prompts: Sequence[Prompt], completions: Sequence[str], *, batch_size: int = 16
+) -> list[float]:
+    """`score_with_reward_model` on a model already loaded (`load_reward_model`)."""
+    import torch
+
+    device = model.device
+    text_config = model.config.get_text_config()
     pad_id = text_config.pad_token_id
     limit = getattr(text_config, "max_position_embeddings", None) or getattr(text_config, "n_positions", None)
     sequences = [
