@@ -275,7 +275,11 @@ def export_step() -> None:
     worker_log = logging.getLogger("training.services.export_worker")
     worker_log.addHandler(StageHandler(logging.INFO))
     worker_log.setLevel(logging.INFO)
-    options = ExportOptions(prompt_set_ids=(PromptSet.objects.get().pk,), format=os.environ["BENCH_FORMAT"])
+    options = ExportOptions(
+        prompt_set_ids=(PromptSet.objects.get().pk,),
+        format=os.environ["BENCH_FORMAT"],
+        rationale=os.environ.get("BENCH_RATIONALE", "omit"),
+    )
     database = connection.settings_dict["NAME"]
     cpu_before, backend_before = resource.getrusage(resource.RUSAGE_SELF), _backend_cpu_seconds(database)
     started = time.perf_counter()
@@ -315,6 +319,9 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=2)
     parser.add_argument("--format", choices=["standard", "conversational"], default="standard")
     parser.add_argument(
+        "--rationale", choices=["omit", "include"], default="omit", help="export option: a rationale column per pair"
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="keep the database a previous run filled (same --comparisons, --k, --annotators): export only",
@@ -349,7 +356,7 @@ def main() -> None:
         load_before = os.getloadavg()
         child = subprocess.run(
             [sys.executable, __file__, "--export-step"],
-            env={**env, "BENCH_FORMAT": args.format},
+            env={**env, "BENCH_FORMAT": args.format, "BENCH_RATIONALE": args.rationale},
             cwd=ROOT,
             capture_output=True,
             text=True,

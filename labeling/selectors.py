@@ -187,11 +187,13 @@ def export_ranking_json(
     sources: str = "all",
     gold: str = "include",
     gold_paused: str = "keep",
-) -> Iterator[tuple[int, int, str, bool, str]]:
+    with_rationale: bool = False,
+) -> Iterator[tuple]:
     """Stream (prompt_id, annotator_id, tiers, all_bad, flags) grouped by prompt, tiers and flags as JSON text.
 
     For the export writer: it decodes a batch of rows with one `json.loads` instead of one per row and field,
-    which was most of the cost of reading a million rankings.
+    which was most of the cost of reading a million rankings. `with_rationale` adds the ranking's rationale as a
+    sixth item (only then: most exports need no free text read).
     """
     rankings = _selected_rankings(
         prompt_set_ids=prompt_set_ids,
@@ -205,7 +207,9 @@ def export_ranking_json(
     return (
         rankings.order_by("task__prompt_id", "id")
         .annotate(tiers_json=Cast("tiers", TextField()), flags_json=Cast("flags", TextField()))
-        .values_list("task__prompt_id", "annotator_id", "tiers_json", "all_bad", "flags_json")
+        .values_list(
+            "task__prompt_id", "annotator_id", "tiers_json", "all_bad", "flags_json", *(["rationale"] * with_rationale)
+        )
         .iterator(chunk_size=EXPORT_CHUNK)
     )
 

@@ -59,6 +59,10 @@ GOLD_PAUSED_CHOICES = [
     ("keep", "keep — paused annotators' earlier rankings stay"),
     ("exclude", "exclude — leave out rankings of annotators paused by their gold accuracy"),
 ]
+RATIONALE_CHOICES = [
+    ("omit", "omit — no rationale column"),
+    ("include", "include — each pair carries its ranking's rationale (per-annotator rows only)"),
+]
 FORMAT_CHOICES = [
     ("standard", "standard — prompt/chosen/rejected as strings"),
     ("conversational", "conversational — lists of chat messages"),
@@ -107,6 +111,7 @@ class ExportForm(forms.Form):
     gold_paused = forms.ChoiceField(
         choices=GOLD_PAUSED_CHOICES, initial="keep", required=False, label="Paused annotators"
     )
+    rationale = forms.ChoiceField(choices=RATIONALE_CHOICES, initial="omit", required=False, label="Rationales")
     aggregation = forms.ChoiceField(choices=AGGREGATION_CHOICES, initial="per_annotator")
     format = forms.ChoiceField(choices=FORMAT_CHOICES, initial="standard")
     test_fraction = forms.FloatField(

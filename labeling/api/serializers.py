@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labeling.models import RATIONALE_MAX_CHARS, Assignment, PromptSet, Ranking
+from labeling.references import References, assignment_references
 from labeling.selectors import shown_rollouts
 
 
@@ -46,6 +47,12 @@ class AssignmentOut(serializers.Serializer):
     prompt = serializers.SerializerMethodField()
     rollouts = serializers.SerializerMethodField()
     leased_until = serializers.DateTimeField()
+    references = serializers.SerializerMethodField(
+        help_text="The prompt's reference answer and tests, only where its prompt set shows them (else null)."
+    )
+
+    def get_references(self, assignment: Assignment) -> References | None:
+        return assignment_references(assignment)
 
     def get_prompt(self, assignment: Assignment) -> dict:
         prompt = assignment.task.prompt
@@ -70,6 +77,7 @@ def assignment_payload(assignment: Assignment) -> dict:
         "prompt": {"text": prompt.text, "messages": prompt.messages},
         "rollouts": [{"id": rollout.id, "text": rollout.text} for rollout in _shown(assignment)],
         "leased_until": _DATETIME.to_representation(assignment.leased_until),
+        "references": assignment_references(assignment),
     }
 
 
@@ -206,5 +214,6 @@ class ImportOut(serializers.Serializer):
     rollouts_created = serializers.IntegerField()
     rollouts_existing = serializers.IntegerField()
     tasks_created = serializers.IntegerField()
+    gold_tasks = serializers.IntegerField(help_text="Tasks marked gold from the file's `gold` answers.")
     lines_skipped = serializers.IntegerField(help_text="Bad lines left out (skip_invalid only).")
     skipped = SkippedLineOut(many=True, help_text="Every skipped line with its reason, in file order.")

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from labeling.models import Prompt, PromptSet, Rollout
 from labeling.services.errors import ImportRejected
+from labeling.services.import_gold import gold_errors, mark_imported_gold
 from labeling.services.parsing import (
     MAX_REPORTED_ERRORS,
     LineError,
@@ -37,6 +38,8 @@ class ImportReport:
     tasks_created: int
     # Lines left out under skip_invalid, each with its reason, in file order (empty otherwise).
     skipped: tuple[LineError, ...] = ()
+    # Tasks marked gold from the file's "gold" answers (labeling.services.import_gold).
+    gold_tasks: int = 0
 
     @property
     def lines_skipped(self) -> int:
@@ -48,10 +51,11 @@ class ImportReport:
 
     def __str__(self) -> str:
         skipped = f", {self.lines_skipped} bad line(s) skipped" if self.skipped else ""
+        gold = f", {self.gold_tasks} marked gold" if self.gold_tasks else ""
         return (
             f"{self.prompts_created} prompts created ({self.prompts_existing} already there), "
             f"{self.rollouts_created} rollouts created ({self.rollouts_existing} already there), "
-            f"{self.tasks_created} tasks built{skipped}"
+            f"{self.tasks_created} tasks built{gold}{skipped}"
         )
 
 
@@ -93,6 +97,8 @@ def import_records(
             .values_list("content_hash", "n")
         )
         unrankable = _unrankable(hashes, existing)
+        for key, gold_lines in gold_errors(hashes, existing, prompt_set.rollouts_per_task).items():
+            unrankable.setdefault(key, []).extend(gold_lines)
         errors = sorted(error for key in unrankable for error in unrankable[key])
         if errors and not skip_invalid:
             raise ImportRejected(errors[:MAX_REPORTED_ERRORS], total_errors=len(errors))
@@ -147,6 +153,7 @@ def import_records(
             )
         after = Rollout.objects.filter(prompt_id__in=prompt_ids.values()).count()
         tasks = build_tasks(prompt_set, prompt_ids=prompt_ids.values() if existing else None)
+        gold_tasks = mark_imported_gold(prompt_set=prompt_set, records=hashes.values(), prompt_ids=prompt_ids)
     created = after - before
     return ImportReport(
         prompts_created=len(hashes) - len(existing),
@@ -155,6 +162,7 @@ def import_records(
         rollouts_existing=len(rollouts) - created,
         tasks_created=tasks,
         skipped=tuple(all_skipped),
+        gold_tasks=gold_tasks,
     )
 
 

@@ -3,10 +3,14 @@
 Accepted shapes (one JSON object per line):
 - grouped:   {"prompt": ..., "responses": ["...", {"text": "...", "policy": "..."}], "policy"?: "..."}
 - one-per-line: {"prompt": ..., "response": "...", "policy"?: "..."}
-`prompt` is a string or a chat: a list of {"role", "content"} messages. Optional "id" and "metadata", and the
-references judges check against: "answer" (a string or a number) and "tests" (a Python test script).
+`prompt` is a string or a chat: a list of {"role", "content"} messages. Optional "id" and "metadata", the
+references judges check against: "answer" (a string or a number) and "tests" (a Python test script), and, in the
+grouped shape only, a known answer for gold tasks (labeling.services.gold): "gold": {"best": i} or
+{"order": [[i], [j, k], ...]} with i, j, k indices into the line's "responses" (0 = the first); see
+`labeling.services.import_gold` for which task it marks.
 CSV: a header with `prompt` and either `response` (+ optional `policy`, `id`) or `response_1..response_n`, and
-optional `answer` / `tests` columns. Where a one-rollout-per-line file repeats a prompt, its first reference wins.
+optional `answer` / `tests` / `gold` columns (`gold`: the same JSON, 0 = response_1). Where a one-rollout-per-line
+file repeats a prompt, its first reference wins.
 
 Every value that will be stored is checked here, so that the database never sees what it cannot hold
 (a write that fails half-way through an import is a 500, not a line number):
@@ -72,6 +76,7 @@ class PromptRecord:
     responses: list[ResponseRecord] = field(default_factory=list)
     answer: str = ""  # references for judges; empty when the line has none
     tests: str = ""
+    gold: dict | None = None  # the known answer by response index ({"best": i} or {"order": [[i], ...]}), checked
 
     @property
     def content_hash(self) -> str:
@@ -212,7 +217,55 @@ def _record_from_object(obj: object, line: int, max_chars: int) -> PromptRecord:
         record.responses = [_parse_response(obj["response"], default_policy, line, "'response'", max_chars)]
     else:
         raise _LineError("missing field 'responses' (a list) or 'response' (one rollout per line)")
+    if obj.get("gold") is not None:
+        if "responses" not in obj:
+            raise _LineError("'gold' needs the grouped shape ('responses': [...]): its indices count those responses")
+        record.gold = _check_gold(obj["gold"], record.responses)
     return record
+
+
+_GOLD_SHAPE = '\'gold\' must be {"best": <response index>} or {"order": [[indices], ...]} (best first)'
+
+
+def _check_gold(gold: object, responses: list[ResponseRecord]) -> dict:
+    """A known answer by response index: the best one, or every response once in tiers best → worst."""
+    last = len(responses) - 1
+    if not isinstance(gold, dict) or len(gold) != 1 or not ({"best", "order"} & gold.keys()):
+        raise _LineError(_GOLD_SHAPE)
+    if "best" in gold:
+        best = gold["best"]
+        if isinstance(best, bool) or not isinstance(best, int) or not 0 <= best <= last:
+            raise _LineError(f"'gold' best {best!r} is not a response index (this line's are 0–{last})")
+        named = [best]
+    else:
+        order = gold["order"]
+        if not isinstance(order, list) or not all(isinstance(tier, list) and tier for tier in order):
+            raise _LineError("'gold' order must be a list of non-empty lists of response indices")
+        named = [index for tier in order for index in tier]
+        if any(isinstance(index, bool) or not isinstance(index, int) for index in named):
+            raise _LineError("'gold' order must hold response indices (integers) only")
+        if sorted(named) != list(range(last + 1)):
+            missing = sorted(set(range(last + 1)) - set(named))
+            repeated = sorted({index for index in named if named.count(index) > 1})
+            unknown = sorted(set(named) - set(range(last + 1)))
+            problems = [
+                f"{what} {', '.join(map(str, indices))}"
+                for what, indices in (("missing", missing), ("repeated", repeated), ("not an index", unknown))
+                if indices
+            ]
+            raise _LineError(f"'gold' order must hold each response index 0–{last} once ({'; '.join(problems)})")
+        if len(order) < 2:
+            raise _LineError("'gold' order ties every response: it orders no pair to check annotators against")
+    seen: dict[tuple[str, str], int] = {}
+    for index, response in enumerate(responses):
+        first = seen.setdefault((response.policy, response.text), index)
+        if first != index:
+            # Both indices would be one stored rollout: a known answer naming either is ambiguous.
+            raise _LineError(
+                f"'gold' counts responses by index, but responses {first} and {index} are the same: "
+                "remove the duplicate"
+            )
+    return {"best": named[0]} if "best" in gold else {"order": [list(tier) for tier in gold["order"]]}
 
 
 def _check_references(obj: dict, max_chars: int) -> tuple[str, str]:
@@ -300,22 +353,54 @@ def _csv_records(text: str, max_chars: int, errors: list[LineError], *, undecoda
         else:
             obj["response"] = row["response"]
         try:
+            if row.get("gold"):
+                obj["gold"] = _csv_gold(row, numbered)
             yield _record_from_object(obj, line, max_chars)
         except _LineError as exc:
             errors.append(LineError(line, str(exc)))
 
 
-def _merge_by_prompt(records: Iterable[PromptRecord]) -> list[PromptRecord]:
-    """One-rollout-per-line files repeat the prompt: fold them into one record per prompt."""
+def _csv_gold(row: dict[str, str], numbered: list[str]) -> object:
+    """A CSV row's `gold` cell: the JSON of the JSONL field, its indices counting response columns (0 = response_1)."""
+    try:
+        gold = _load_json(row["gold"])
+    except _LineError as exc:
+        raise _LineError(f"'gold' is not JSON: {exc}") from None
+    filled = [bool(row.get(column)) for column in numbered]
+    if filled != sorted(filled, reverse=True):  # a filled cell after an empty one
+        # Empty cells are dropped from the responses: indices after a gap would name the wrong column.
+        raise _LineError("'gold' counts response columns in order, so leave no response cell empty before a filled one")
+    return gold
+
+
+def _merge_by_prompt(records: Iterable[PromptRecord], errors: list[LineError]) -> list[PromptRecord]:
+    """One-rollout-per-line files repeat the prompt: fold them into one record per prompt.
+
+    A gold answer counts its own line's responses: a prompt with one on a line and responses on another is refused
+    (every line of it, in `errors`).
+    """
     merged: dict[str, PromptRecord] = {}
+    with_gold: set[str] = set()
     for record in records:
         key = record.content_hash
+        if record.gold is not None:
+            with_gold.add(key)
         if key in merged:
             merged[key].responses.extend(record.responses)
             merged[key].answer = merged[key].answer or record.answer
             merged[key].tests = merged[key].tests or record.tests
         else:
             merged[key] = record
+    for key in with_gold:
+        lines = merged[key].lines
+        if len(lines) > 1:
+            del merged[key]
+            reason = (
+                f"'gold' needs all of its prompt's responses on one line; this prompt is on lines "
+                f"{', '.join(map(str, lines))}"
+            )
+            errors.extend(LineError(line, reason) for line in lines)
+    errors.sort()
     return list(merged.values())
 
 
@@ -344,7 +429,7 @@ def read_upload(data: bytes | str, *, filename: str = "", fmt: str | None = None
         records = list(_csv_records(text, max_chars, errors, undecodable=undecodable))
     else:
         records = list(_jsonl_records(_json_lines(text), max_chars, errors, undecodable=undecodable))
-    return ParsedUpload(records=_merge_by_prompt(records), errors=errors)
+    return ParsedUpload(records=_merge_by_prompt(records, errors), errors=errors)
 
 
 def parse_upload(

@@ -45,6 +45,7 @@ from labeling.models import (
     Rollout,
     TaskRollout,
 )
+from labeling.references import LEASE_REFERENCES_SQL, annotator_references_json
 from labeling.services.errors import RankingRejected
 from labeling.services.gold import GOLD_SCORE_SQL, paused_error, paused_set_ids
 from webapp import clock
@@ -371,7 +372,8 @@ SELECT lease.id, lease.task_id, lease.display_order::text, lease.leased_at, leas
        (SELECT id FROM held WHERE lease.id IS NULL) AS held_id,
        EXISTS (SELECT 1 FROM picked) AS picked,
        EXISTS (SELECT 1 FROM {assignment} WHERE status = 'leased' AND leased_until <= %(now)s) AS expired_elsewhere,
-       EXISTS (SELECT 1 FROM paused) AS paused
+       EXISTS (SELECT 1 FROM paused) AS paused,
+       {references} AS refs
 FROM (SELECT 1) AS one
 LEFT JOIN lease ON true
 LEFT JOIN {task} t ON t.id = lease.task_id
@@ -399,6 +401,7 @@ def _lease_sql(*, in_set: bool) -> str:
         task_rollout=TaskRollout._meta.db_table,
         rollout=Rollout._meta.db_table,
         prompt=Prompt._meta.db_table,
+        references=LEASE_REFERENCES_SQL.format(prompt_set=PromptSet._meta.db_table),
         in_set="AND t.prompt_set_id = %(prompt_set)s" if in_set else "",
         held_in_set="AND prompt_set_id = %(prompt_set)s" if in_set else "",
     )
@@ -440,6 +443,7 @@ def _take_one(annotator: User, prompt_set_id: int | None, now: datetime, rng: ra
         picked,
         expired,
         paused,
+        references,
     ) = row
     if pk is None:
         return _Lease(None, held_id, picked, expired, paused)
@@ -458,6 +462,8 @@ def _take_one(annotator: User, prompt_set_id: int | None, now: datetime, rng: ra
     )
     assignment.task = task
     assignment.annotator = annotator
+    # Read by the API's answer (labeling.api.serializers), as `shown` below; not a model field.
+    assignment.references = annotator_references_json(references)  # type: ignore[attr-defined]
     # Read by the API's answer (labeling.api.serializers); not a model field.
     # The task's rollouts come by the task's index (the planner misjudged a join on the display order's ids as
     # ~100 rows and scanned the whole rollout table); they are put in display order here.

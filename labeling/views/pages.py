@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from labeling.forms import tiers_from_ranks
 from labeling.models import RATIONALE_MAX_CHARS, Assignment, PromptSet, Ranking
 from labeling.permissions import requires_permission
+from labeling.references import assignment_references
 from labeling.roles import ANNOTATE
 from labeling.selectors import annotator_stats, prompt_sets_progress_of, remaining_for, shown_rollouts
 from labeling.services.errors import LabelingError
@@ -43,6 +44,8 @@ def _task_context(request: HttpRequest, prompt_set: PromptSet, assignment: Assig
         "assignment": assignment,
         "rollouts": shown_rollouts(assignment) if assignment else [],
         "prompt": assignment.task.prompt if assignment else None,
+        # Only where the set shows them (PromptSet.show_references); judges' material otherwise.
+        "references": assignment_references(assignment) if assignment else None,
         "remaining": remaining_for(request.user, prompt_set),
         "stats": annotator_stats(request.user),
         "error": error,

@@ -210,6 +210,7 @@ def test_import_through_the_api_reports_counts(admin_api):
         "rollouts_created": 2,
         "rollouts_existing": 0,
         "tasks_created": 1,
+        "gold_tasks": 0,
         "lines_skipped": 0,
         "skipped": [],
     }

@@ -251,17 +251,23 @@ def test_a_requested_test_split_is_never_empty():
 
 
 @pytest.mark.slow
-def test_an_exported_version_trains_in_trl_with_no_glue(tmp_path):
-    """load_dataset('parquet') on the files, straight into TRL's RewardTrainer and DPOTrainer: both train."""
+@pytest.mark.parametrize("rationale", ["omit", "include"])
+def test_an_exported_version_trains_in_trl_with_no_glue(tmp_path, rationale):
+    """load_dataset('parquet') on the files, straight into TRL's RewardTrainer and DPOTrainer: both train (a
+    rationale column, free text TRL does not read, included)."""
     import datasets
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
     from training.trainers.tiny import build_tiny_causal_lm
 
-    version = export_dataset(options=ExportOptions(prompt_set_ids=(ranked_prompt_set(n_prompts=8).pk,))).version
+    prompt_set = ranked_prompt_set(n_prompts=8)
+    Ranking.objects.filter(task__prompt_set=prompt_set).update(rationale='The first one is "clearer".\n')
+    options = ExportOptions(prompt_set_ids=(prompt_set.pk,), rationale=rationale)
+    version = export_dataset(options=options).version
     files = {split: f"{version.path}/{split}.parquet" for split in ("train", "test")}
     train = datasets.load_dataset("parquet", data_files=files)["train"]
+    assert ("rationale" in train.column_names) == (rationale == "include")
     base = build_tiny_causal_lm(tmp_path / "base")
     tokenizer = AutoTokenizer.from_pretrained(base)
     common = dict(max_steps=2, per_device_train_batch_size=4, report_to=[], use_cpu=True, save_strategy="no")

@@ -134,8 +134,9 @@ def reference_export(options: ExportOptions) -> tuple[dict[str, bytes], dict[str
         rankings = rankings.filter(created_at__lt=options.until)
     if options.annotator_ids:
         rankings = rankings.filter(annotator_id__in=options.annotator_ids)
+    with_rationale = options.rationale == "include"
     rows_in = rankings.order_by("task__prompt_id", "id").values_list(
-        "task__prompt_id", "annotator_id", "tiers", "all_bad", "flags"
+        "task__prompt_id", "annotator_id", "tiers", "all_bad", "flags", *(["rationale"] if with_rationale else [])
     )
     pairs, _ = collect_pairs(list(rows_in), options)
     prompts = Prompt.objects.in_bulk({pair.prompt_id for pair in pairs})
@@ -164,18 +165,23 @@ def reference_export(options: ExportOptions) -> tuple[dict[str, bytes], dict[str
         }
         if options.ties == "mark":
             row["tie"] = pair.tie
+        if with_rationale:
+            row["rationale"] = pair.rationale
         rows["test" if pair.prompt_id in test else "train"].append(row)
     text = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])) if conversational else pa.string()
     fields = [("prompt", text), ("chosen", text), ("rejected", text)]
     fields += [(name, pa.int64()) for name in ("prompt_id", "chosen_id", "rejected_id")]
     fields += [("chosen_policy", pa.string()), ("rejected_policy", pa.string()), ("annotator", pa.int64())]
     fields += [("weight", pa.float64())] + ([("tie", pa.bool_())] if options.ties == "mark" else [])
+    fields += [("rationale", pa.string())] if with_rationale else []
     schema = pa.schema(fields)
     jsonl = {
         split: "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows[split]).encode() for split in rows
     }
     tables = {split: pa.Table.from_pylist(rows[split], schema=schema) for split in rows}
     rules = {key: options.to_dict()[key] for key in ("ties", "all_bad", "flagged", "cut_off", "aggregation", "format")}
+    if with_rationale:  # named in the hash only when included, so hashes without it are as before
+        rules["rationale"] = "include"
     digest = hashlib.sha256(json.dumps(rules, sort_keys=True).encode())
     for split in ("train", "test"):
         digest.update(f"\n{split}:{hashlib.sha256(jsonl[split]).hexdigest()}".encode())
@@ -281,3 +287,52 @@ def test_a_failure_in_the_writer_thread_fails_the_export_and_leaves_no_files():
         export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,)))
     assert DatasetExport.objects.get().status == DatasetExport.Status.FAILED
     assert not DatasetVersion.objects.exists() and not list(datasets_dir().iterdir())
+
+
+def give_rationales(prompt_set: PromptSet, *, seed: int) -> None:
+    """Tricky rationales on most rankings (none on some, as annotators leave it empty)."""
+    rng = random.Random(seed)
+    for ranking in Ranking.objects.filter(task__prompt_set=prompt_set):
+        rationale = "" if rng.random() < 0.3 else f"{rng.choice(TRICKY_TEXTS)} r{ranking.pk}"
+        Ranking.objects.filter(pk=ranking.pk).update(rationale=rationale)
+
+
+@pytest.mark.parametrize("fmt", ["standard", "conversational"])
+def test_rationales_are_exported_with_their_pairs_as_the_reference_writes_them(fmt):
+    """rationale="include": each pair carries its ranking's rationale, identical bytes, rows and hash under the rules
+    that shape per-annotator rows (ties marked or dropped, each flag and all-bad rule)."""
+    prompt_set = ranked_prompt_set(n_prompts=7, k=4, overlap=2, seed=12)
+    scramble(prompt_set, seed=12, chats=fmt == "conversational")
+    give_rationales(prompt_set, seed=12)
+    for ties, (flagged, all_bad) in zip(("drop", "mark", "mark"), _FLAG_RULES[:3], strict=True):
+        assert_matches_reference(
+            ExportOptions(
+                prompt_set_ids=(prompt_set.pk,),
+                format=fmt,
+                ties=ties,
+                flagged=flagged,
+                all_bad=all_bad,
+                rationale="include",
+                test_fraction=0.3,
+            )
+        )
+
+
+def test_the_rationale_column_is_only_there_when_asked_and_changes_the_hash():
+    """Without the option the files have no rationale column (and keep their bytes); with it, every row has one."""
+    prompt_set = ranked_prompt_set(n_prompts=5, k=3, overlap=2, seed=13)
+    give_rationales(prompt_set, seed=13)
+    plain = export_dataset(options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.0)).version
+    with_reasons = export_dataset(
+        options=ExportOptions(prompt_set_ids=(prompt_set.pk,), test_fraction=0.0, rationale="include")
+    ).version
+    assert "rationale" not in pq.read_table(Path(plain.path) / "train.parquet").column_names
+    assert "rationale" not in plain.options and with_reasons.options["rationale"] == "include"
+    rows = [json.loads(line) for line in (Path(with_reasons.path) / "train.jsonl").read_text().splitlines()]
+    stored = set(Ranking.objects.values_list("rationale", flat=True))
+    assert all(isinstance(row["rationale"], str) for row in rows)
+    assert {row["rationale"] for row in rows} <= stored and "" in stored and any(row["rationale"] for row in rows)
+    assert [{k: v for k, v in row.items() if k != "rationale"} for row in rows] == [
+        json.loads(line) for line in (Path(plain.path) / "train.jsonl").read_text().splitlines()
+    ]
+    assert with_reasons.content_hash != plain.content_hash

@@ -133,7 +133,17 @@ class DatasetVersionAdmin(admin.ModelAdmin):
             "form": form,
             "selection_fields": [form[name] for name in ("prompt_sets", "since", "until", "annotators", "name")],
             "rule_fields": [
-                form[name] for name in ("ties", "all_bad", "flagged", "aggregation", "format", "test_fraction", "seed")
+                form[name]
+                for name in (
+                    "ties",
+                    "all_bad",
+                    "flagged",
+                    "aggregation",
+                    "format",
+                    "rationale",
+                    "test_fraction",
+                    "seed",
+                )
             ],
             "title": "Export a dataset version",
         }

@@ -7,7 +7,18 @@ from rest_framework import serializers
 
 from labeling.models import PromptSet
 from training.models import DatasetExport, DatasetVersion, Judge, ModelVersion, TrainingRun
-from training.services.export import AGGREGATIONS, ALL_BAD, CUT_OFF, FLAGGED, FORMATS, GOLD, GOLD_PAUSED, SOURCES, TIES
+from training.services.export import (
+    AGGREGATIONS,
+    ALL_BAD,
+    CUT_OFF,
+    FLAGGED,
+    FORMATS,
+    GOLD,
+    GOLD_PAUSED,
+    RATIONALE,
+    SOURCES,
+    TIES,
+)
 from training.services.runs import validate_run_request
 from training.trainers.length_estimate import CONFIRM_SHARE, estimate_run_lengths
 
@@ -47,6 +58,11 @@ class ExportIn(serializers.Serializer):
         choices=GOLD_PAUSED,
         default="keep",
         help_text="Rankings of annotators paused by their gold accuracy: kept, or left out (in the set that pauses).",
+    )
+    rationale = serializers.ChoiceField(
+        choices=RATIONALE,
+        default="omit",
+        help_text="Add a `rationale` column: the pair's ranking's free-text reason ('' when none). Per-annotator only.",
     )
     aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default="per_annotator")
     format = serializers.ChoiceField(choices=FORMATS, default="standard")

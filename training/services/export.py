@@ -11,6 +11,8 @@ Rules (documented in README.md, recorded in each version's `options`):
   row per rollout pair by majority vote (`"majority"`, weight = vote margin), or one row per pair
   ordered by Bradley–Terry strengths fitted on all annotators' pairs (`"bradley_terry"`, weight =
   P(chosen ≻ rejected)).
+- `rationale="include"` adds a `rationale` column: the free-text reason of the ranking the pair came from ("" when
+  none); per-annotator rows only. Off by default, leaving the bytes and hashes of other exports as they were.
 The train/test split is by prompt (no prompt on both sides), decided by a hash of the prompt and
 the seed, so it is deterministic and stable as data grows.
 
@@ -56,9 +58,13 @@ CUT_OFF = ("never_chosen", "allow")
 GOLD = ("exclude", "include")
 #: Annotators paused by their gold accuracy: their rankings are kept unless asked (`exclude`: in the set that pauses).
 GOLD_PAUSED = ("keep", "exclude")
+#: The annotator's free-text reason for their order (`Ranking.rationale`): `include` adds a `rationale` column (""
+#: when none was given) to each pair the ranking produced. Off by default so that exports without it keep their
+#: bytes and content hashes; per-annotator rows only (an aggregated row stands for several rankings).
+RATIONALE = ("omit", "include")
 #: Rules left out of `to_dict` at their default, so the options (and hashes) of exports that do not use them are as
 #: they were before the rules existed.
-_QUIET_DEFAULTS = {"gold": "exclude", "gold_paused": "keep"}
+_QUIET_DEFAULTS = {"gold": "exclude", "gold_paused": "keep", "rationale": "omit"}
 #: The ExportOptions fields a form or an API body passes through as given (the selection's ids need converting).
 RULE_FIELDS = (
     "ties",
@@ -72,6 +78,7 @@ RULE_FIELDS = (
     "sources",
     "gold",
     "gold_paused",
+    "rationale",
 )
 SPLITS = ("train", "test")
 DOWNLOAD_FORMATS = ("jsonl", "parquet")
@@ -102,6 +109,7 @@ class ExportOptions:
     cut_off: str = "never_chosen"
     gold: str = "exclude"
     gold_paused: str = "keep"
+    rationale: str = "omit"
 
     def __post_init__(self) -> None:
         if not self.prompt_set_ids:
@@ -116,6 +124,7 @@ class ExportOptions:
             ("cut_off", CUT_OFF),
             ("gold", GOLD),
             ("gold_paused", GOLD_PAUSED),
+            ("rationale", RATIONALE),
         ):
             if getattr(self, name) not in allowed:
                 raise ExportError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}.")
@@ -123,6 +132,12 @@ class ExportOptions:
             raise ExportError(f"test_fraction must be in [0, 1), not {self.test_fraction}.")
         if self.since and self.until and self.since >= self.until:
             raise ExportError("The time window is empty: 'since' must be before 'until'.")
+        if self.rationale == "include" and self.aggregation != "per_annotator":
+            raise ExportError(
+                "Rationales go with per-annotator rows only: an aggregated row stands for several rankings "
+                "(and their reasons). Choose aggregation per_annotator, or omit the rationale.",
+                field="rationale",
+            )
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -144,6 +159,7 @@ class Pair:
     annotator: int  # -1 for aggregated rows
     weight: float = 1.0
     tie: bool = False
+    rationale: str = ""  # the ranking's, for rationale="include"
 
 
 def ranking_pairs(
@@ -171,13 +187,18 @@ def ranking_pairs(
 
 
 def collect_pairs(rankings: Iterable[tuple], options: ExportOptions) -> tuple[list[Pair], int]:
-    """Expand rankings (prompt_id, annotator_id, tiers, all_bad, flags) and aggregate; returns (pairs, n_rankings)."""
+    """Expand rankings (prompt_id, annotator_id, tiers, all_bad, flags[, rationale]) and aggregate.
+
+    Returns (pairs, n_rankings). With `rationale="include"` each pair carries its ranking's rationale (a sixth item).
+    """
     per_annotator: list[Pair] = []
     n_rankings = 0
-    for prompt_id, annotator_id, tiers, all_bad, flags in rankings:
+    with_rationale = options.rationale == "include"
+    for prompt_id, annotator_id, tiers, all_bad, flags, *rest in rankings:
         n_rankings += 1
+        rationale = rest[0] if with_rationale else ""
         for better, worse, tie in ranking_pairs(tiers, all_bad=all_bad, flags=flags, options=options):
-            per_annotator.append(Pair(prompt_id, better, worse, annotator_id, tie=tie))
+            per_annotator.append(Pair(prompt_id, better, worse, annotator_id, tie=tie, rationale=rationale))
     if options.aggregation == "per_annotator":
         return per_annotator, n_rankings
     return _aggregate(per_annotator, options), n_rankings
@@ -281,9 +302,10 @@ def _selection_filters(options: ExportOptions) -> dict[str, Any]:
     }
 
 
-def selected_rankings(options: ExportOptions) -> Iterator[tuple[int, int, str, bool, str]]:
-    """The selection's rankings, grouped by prompt, tiers and flags as JSON text (what the streaming writer needs)."""
-    return export_ranking_json(**_selection_filters(options))
+def selected_rankings(options: ExportOptions) -> Iterator[tuple]:
+    """The selection's rankings, grouped by prompt, tiers and flags as JSON text (what the streaming writer needs);
+    with `rationale="include"` each row ends with the ranking's rationale."""
+    return export_ranking_json(**_selection_filters(options), with_rationale=options.rationale == "include")
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,14 @@ def _texts(ids: list[int], values: pa.Array, encoded: list[str]) -> Texts:
     )
 
 
+def encoded_strings(values: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """Free text per row (rationales: mostly empty, a few repeated) as Arrow strings and their JSON encodings, each
+    distinct value encoded once."""
+    encoded = pa.array(values, pa.string()).dictionary_encode()
+    distinct_json = pa.array(map(encode_string, encoded.dictionary.to_pylist()), pa.string())
+    return encoded.dictionary.take(encoded.indices), distinct_json.take(encoded.indices)
+
+
 def row_columns(
     pairs: PairColumns, prompts: Texts, rollouts: Texts, schema: pa.Schema
 ) -> list[tuple[pa.Array, pa.Array]]:
@@ -131,4 +139,7 @@ def row_columns(
         "weight": distinct(pairs.weight, float.__repr__),  # finite weights: no NaN/Infinity to special-case
         "tie": distinct(pairs.tie, json.dumps),
     }
+    if "rationale" in schema.names:  # rationale="include": the pair columns carry each row's rationale
+        assert pairs.rationale is not None
+        columns["rationale"] = encoded_strings(pairs.rationale)
     return [columns[name] for name in schema.names]

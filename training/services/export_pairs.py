@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from training.services.export import ExportOptions, Pair, collect_pairs
 
-RankingJson = tuple[int, int, str, bool, str]  # (prompt_id, annotator_id, tiers JSON, all_bad, flags JSON)
+#: (prompt_id, annotator_id, tiers JSON, all_bad, flags JSON), and the rationale last with rationale="include".
+RankingJson = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
 class PairColumns:
-    """One row per pair, in export order. ids and annotator are int64, weight float64, tie bool."""
+    """One row per pair, in export order. ids and annotator are int64, weight float64, tie bool; rationale (its
+    ranking's, with rationale="include"; None otherwise) an object array of str."""
 
     prompt_id: np.ndarray
     chosen: np.ndarray
@@ -32,12 +35,15 @@ class PairColumns:
     annotator: np.ndarray  # -1 for aggregated rows
     weight: np.ndarray
     tie: np.ndarray
+    rationale: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.prompt_id)
 
     def take(self, rows: np.ndarray) -> PairColumns:
-        return PairColumns(*(column[rows] for column in self._columns()))
+        prompt_id, chosen, rejected, annotator, weight, tie = (column[rows] for column in self._columns())
+        rationale = None if self.rationale is None else self.rationale[rows]
+        return PairColumns(prompt_id, chosen, rejected, annotator, weight, tie, rationale)
 
     def _columns(self) -> tuple[np.ndarray, ...]:
         return (self.prompt_id, self.chosen, self.rejected, self.annotator, self.weight, self.tie)
@@ -53,10 +59,14 @@ def pair_columns(rankings: list[RankingJson], options: ExportOptions) -> PairCol
             for row, row_tiers, row_flags in zip(rankings, tiers, flags, strict=True)
         ]
         return _sorted(_from_pairs(collect_pairs(decoded, options)[0]))
-    return _sorted(_expand(rankings, flags, options))
+    columns, owners = _expand(rankings, flags, options)
+    # Rows equal in every key come from different rankings only with a rationale to tell them apart: then they keep
+    # the rankings' order, as collect_pairs' stable sort does.
+    return _sorted(columns, tiebreak=owners if columns.rationale is not None else None)
 
 
-def _expand(rankings: list[RankingJson], flags: list[dict], options: ExportOptions) -> PairColumns:
+def _expand(rankings: list[RankingJson], flags: list[dict], options: ExportOptions) -> tuple[PairColumns, np.ndarray]:
+    """The pair columns (unsorted) and, per row, the index of the ranking in `rankings` it came from."""
     # Every ranking's rollouts laid out in tier order: element e belongs to ranking `owner[e]`, sits in its tier
     # `tier[e]` and is rollout `rollout[e]`.
     tier_texts = [row[2] for row in rankings]
@@ -107,14 +117,19 @@ def _expand(rankings: list[RankingJson], flags: list[dict], options: ExportOptio
         ranking.append(owner[first[tied]])
         tie.append(np.ones(len(a), dtype=bool))
     owners = np.concatenate(ranking)
-    return PairColumns(
+    rationale = None
+    if options.rationale == "include":
+        rationale = np.array([row[5] for row in rankings], dtype=object)[owners]
+    columns = PairColumns(
         prompt_id=np.array([row[0] for row in rankings], dtype=np.int64)[owners],
         chosen=np.concatenate(chosen),
         rejected=np.concatenate(rejected),
         annotator=np.array([row[1] for row in rankings], dtype=np.int64)[owners],
         weight=np.ones(len(owners), dtype=np.float64),
         tie=np.concatenate(tie),
+        rationale=rationale,
     )
+    return columns, owners
 
 
 Elements = tuple[np.ndarray, np.ndarray, np.ndarray]  # (owner ranking, tier index, rollout id) per element
@@ -192,8 +207,9 @@ def _from_pairs(pairs: list[Pair]) -> PairColumns:
     )
 
 
-def _sorted(columns: PairColumns) -> PairColumns:
-    # lexsort's last key is the primary one. Rows equal in every key are identical rows, so stability cannot
-    # change the bytes.
-    order = np.lexsort((columns.tie, columns.annotator, columns.rejected, columns.chosen, columns.prompt_id))
+def _sorted(columns: PairColumns, *, tiebreak: np.ndarray | None = None) -> PairColumns:
+    # lexsort's last key is the primary one. Without a tiebreak, rows equal in every key are identical rows, so
+    # stability cannot change the bytes.
+    keys = (columns.tie, columns.annotator, columns.rejected, columns.chosen, columns.prompt_id)
+    order = np.lexsort(keys if tiebreak is None else (tiebreak, *keys))
     return columns.take(order)

@@ -45,6 +45,7 @@ from training.services.export_columns import (
     RolloutRow,
     Texts,
     encode_string,
+    encoded_strings,
     prompt_texts,
     rollout_texts,
     row_columns,
@@ -76,13 +77,19 @@ def _schema(options: ExportOptions) -> pa.Schema:
     ]
     if options.ties == "mark":
         fields.append(("tie", pa.bool_()))
+    if options.rationale == "include":
+        fields.append(("rationale", pa.string()))
     return pa.schema(fields)
 
 
 def rules_of(options: ExportOptions) -> dict[str, Any]:
-    """The options that shape the rows (not the filters that found the rankings): part of the content hash."""
+    """The options that shape the rows (not the filters that found the rankings): part of the content hash.
+
+    `rationale` is named only when included (it is a quiet default of `to_dict`), so hashes without it are unchanged.
+    """
     data = options.to_dict()
-    return {key: data[key] for key in ("ties", "all_bad", "flagged", "cut_off", "aggregation", "format")}
+    keys = ("ties", "all_bad", "flagged", "cut_off", "aggregation", "format", "rationale")
+    return {key: data[key] for key in keys if key in data}
 
 
 def combine_hashes(rules: dict[str, Any], split_digests: dict[str, str]) -> str:
@@ -193,6 +200,8 @@ def _write_slices(pairs: PairColumns, prompts: Texts, rollouts: Texts) -> Iterat
         + rollouts.json_bytes[rollouts.rows(pairs.chosen)]
         + rollouts.json_bytes[rollouts.rows(pairs.rejected)]
     )
+    if pairs.rationale is not None:  # up to RATIONALE_MAX_CHARS a row: can outweigh short texts
+        text_bytes = text_bytes + pc.binary_length(encoded_strings(pairs.rationale)[1]).to_numpy(zero_copy_only=False)
     ends = np.cumsum(text_bytes)
     start = 0
     while start < len(pairs):
