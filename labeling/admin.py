@@ -16,7 +16,7 @@ from labeling.charts import progress_bar_svg
 from labeling.forms import ImportForm
 from labeling.models import Adjudication, Assignment, Prompt, PromptSet, Ranking, RankingTask, Rollout
 from labeling.selectors import progress_of, prompt_sets_with_progress
-from labeling.services import rollout_finish
+from labeling.services import priorities, rollout_finish
 from labeling.services.agreement import prompt_set_agreement_report
 from labeling.services.errors import ImportRejected, LabelingError
 from labeling.services.gold import mark_gold_from_ranking, unmark_gold
@@ -43,7 +43,7 @@ class PromptSetAdmin(admin.ModelAdmin):
     list_editable = ["is_paused"]
     search_fields = ["name", "description"]
     readonly_fields = ["progress", "guidelines_preview", "created_at", "created_by"]
-    actions = ["pause", "resume", "rebuild_tasks"]
+    actions = ["pause", "resume", "rebuild_tasks", "refresh_priorities"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PromptSet]:
         return prompt_sets_with_progress()
@@ -103,6 +103,8 @@ class PromptSetAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        if change and "ordering" in form.changed_data and obj.ordering != PromptSet.Ordering.UNCERTAINTY:
+            priorities.clear_priorities(prompt_set_id=obj.pk)
 
     @admin.action(description="Pause the selected sets", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[PromptSet]) -> None:
@@ -117,6 +119,25 @@ class PromptSetAdmin(admin.ModelAdmin):
         for prompt_set in PromptSet.objects.filter(pk__in=queryset.values("pk")):
             created = build_tasks(prompt_set)
             self.message_user(request, f"{prompt_set}: {created} task(s) built.")
+
+    @admin.action(description="Refresh priorities (re-score open tasks with the reward models)", permissions=["change"])
+    def refresh_priorities(self, request: HttpRequest, queryset: QuerySet[PromptSet]) -> None:
+        # Active learning (labeling.services.priorities): only sets ordered by uncertainty, with a reward model, score.
+        chosen = set(queryset.values_list("pk", flat=True))
+        eligible = [prompt_set.pk for prompt_set in priorities.uncertainty_sets() if prompt_set.pk in chosen]
+        if len(eligible) < len(chosen):
+            self.message_user(
+                request,
+                f"{len(chosen) - len(eligible)} set(s) skipped: not ordered by uncertainty, or no reward model chosen.",
+                messages.WARNING,
+            )
+        sent = priorities.request_priority_refresh(eligible)
+        if sent:
+            self.message_user(request, f"Refresh queued for {len(sent)} set(s); a worker re-scores their open tasks.")
+        if len(sent) < len(eligible):
+            self.message_user(
+                request, f"Could not queue {len(eligible) - len(sent)} set(s): the broker refused.", messages.ERROR
+            )
 
     def get_urls(self):
         return [
@@ -348,6 +369,7 @@ class RankingTaskAdmin(ReadOnlyAdmin):
         "overlap",
         "round",
         "is_gold",
+        "uncertainty",
         "agreement",
         "needs_adjudication",
     ]

@@ -22,6 +22,10 @@ MAX_GOLD_RATE = 0.5
 
 
 class PromptSet(models.Model):
+    class Ordering(models.TextChoices):
+        INSERTION = "insertion", "Insertion order"
+        UNCERTAINTY = "uncertainty", "Most uncertain first"
+
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
     rollouts_per_task = models.PositiveSmallIntegerField(
@@ -60,6 +64,32 @@ class PromptSet(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Gold answers an annotator gives before the threshold applies to them.",
     )
+    # Active learning (labeling.services.priorities): which open task the queue hands out first. The reward models
+    # are named by string, so this app imports nothing of training (tests/test_import_graph.py).
+    ordering = models.CharField(
+        max_length=12,
+        choices=Ordering.choices,
+        default=Ordering.INSERTION,
+        help_text="Insertion: tasks in the order they were built. Most uncertain first: the tasks whose rollouts "
+        "the reward models below tell apart least (re-scored as rankings arrive).",
+    )
+    uncertainty_models = models.ManyToManyField(
+        "training.ModelVersion",
+        blank=True,
+        related_name="+",
+        limit_choices_to={"kind": "reward"},
+        help_text="Registered reward models that score the open tasks: one gives its smallest score margin, "
+        "several their disagreement.",
+    )
+    priority_refresh_rankings = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1)],
+        help_text="Re-score the open tasks once this many new rankings arrived (the beat schedule checks).",
+    )
+    priorities_ranking_mark = models.PositiveBigIntegerField(
+        default=0, editable=False, help_text="The newest ranking id the last re-scoring had seen."
+    )
+    priorities_refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Disagreement (labeling.services.disagreement): a task whose rankings disagree gets one more annotator, up to
     # max_overlap; still disagreeing at that cap, it waits for an admin's adjudication.
     disagreement_threshold = models.FloatField(
@@ -185,6 +215,12 @@ class RankingTask(models.Model):
     completed_count = models.PositiveSmallIntegerField(default=0, help_text="Submitted rankings.")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
     round = models.PositiveIntegerField(default=0, help_text="Refresh round that built the task.")
+    uncertainty = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="How little the set's reward models tell the rollouts apart (0–1; higher is leased first); "
+        "empty: not scored.",
+    )
     gold = models.JSONField(
         null=True,
         blank=True,
@@ -207,6 +243,10 @@ class RankingTask(models.Model):
             models.CheckConstraint(
                 condition=Q(completed_count__lte=F("active_count")), name="task_completed_within_active"
             ),
+            models.CheckConstraint(
+                condition=Q(uncertainty__isnull=True) | (Q(uncertainty__gte=0) & Q(uncertainty__lte=1)),
+                name="task_uncertainty_0_to_1",
+            ),
         ]
         indexes = [
             # The queue's hot path: open tasks of a set with free slots, most-started first.
@@ -217,6 +257,13 @@ class RankingTask(models.Model):
                 fields=["prompt_set", "status", "-active_count", "id"],
                 condition=Q(gold__isnull=False),
                 name="task_gold_queue_idx",
+            ),
+            # The queue's uncertainty offer (labeling.services.priorities): scored tasks, most-started then most
+            # uncertain first. Partial, so tasks never scored (every insertion-order set's) cost it no writes.
+            models.Index(
+                fields=["prompt_set", "status", "-active_count", "-uncertainty", "id"],
+                condition=Q(uncertainty__isnull=False),
+                name="task_priority_queue_idx",
             ),
             # The adjudication list: the few flagged tasks of a set, without walking the others.
             models.Index(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from labeling.services.priorities import REFRESH_PRIORITIES_TASK
 from training.services import autotrain, base_models, dispatch, export_worker, generation, runs
 
 
@@ -49,6 +50,20 @@ def execute_audit(audit_id: int) -> str:
     from training.services import audits  # imported here: its judges' scoring loads only in workers that run one
 
     return audits.execute_audit(audit_id).status
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, name=REFRESH_PRIORITIES_TASK)
+def refresh_priorities(prompt_set_id: int) -> int:
+    from training.services import active_learning  # imported here: scoring code loads only in workers that score
+
+    return active_learning.refresh_priorities(prompt_set_id).written
+
+
+@shared_task(name="training.refresh_due_priorities")
+def refresh_due_priorities() -> list[int]:
+    from training.services import active_learning
+
+    return active_learning.refresh_due_priorities()  # queues one refresh_priorities per set that is due
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_BASE_MODEL_IMPORT)

@@ -279,6 +279,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("PREFLOOP_AUTO_TRAIN_SECONDS", 300),
         "options": {"queue": "cpu"},
     },
+    # Active learning: re-score the open tasks of uncertainty-ordered sets that are due (N new rankings, or tasks
+    # not yet scored); labeling.services.priorities.
+    "refresh-priorities": {
+        "task": "training.refresh_due_priorities",
+        "schedule": env_int("PREFLOOP_PRIORITY_REFRESH_SECONDS", 60),
+        "options": {"queue": "cpu"},
+    },
 }
 CELERY_TIMEZONE = TIME_ZONE
 

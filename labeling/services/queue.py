@@ -14,6 +14,10 @@ Gold (known-answer) tasks are mixed in at each set's `gold_rate` by a random dra
 gold accuracy is below the set's threshold is refused there (`AnnotatorPaused`): labeling.services.gold says how,
 and why a gold task's overlap never runs out.
 
+In a set ordered by uncertainty (active learning, labeling.services.priorities), an annotator working in that set is
+offered its scored tasks most uncertain first, after the started-first rule, before its unscored ones; a lease over
+all sets keeps the order across sets that insertion order gives.
+
 On Postgres a lease is one statement (`_LEASE_SQL`): it finds the annotator's held lease, picks, takes the
 slot by the same conditional UPDATE, writes the assignment and returns it with its prompt and rollouts, so a
 request makes one round trip instead of a dozen; a single statement is atomic without BEGIN/COMMIT, and the
@@ -235,9 +239,14 @@ def _take_one_in_transaction(
     paused = paused_set_ids(annotator.pk)
     tasks = _candidate_tasks(annotator, prompt_set_id, paused)
     draw = rng.random()
-    # The same three offers as the one statement's pick: gold below the rate, ordinary, gold as the fallback.
+    # The same offers as the one statement's pick: gold below the rate, scored tasks of an uncertainty-ordered set
+    # (most uncertain first; only when one set is asked for), ordinary, gold as the fallback.
+    by_priority = tasks.filter(
+        gold__isnull=True, uncertainty__isnull=False, prompt_set__ordering=PromptSet.Ordering.UNCERTAINTY
+    ).order_by("-active_count", "-uncertainty", "id")
     offers = (
         tasks.filter(gold__isnull=False, prompt_set__gold_rate__gt=draw),
+        *([by_priority] if prompt_set_id is not None else []),
         tasks.filter(gold__isnull=True),
         tasks.filter(gold__isnull=False, prompt_set__gold_rate__lte=draw, prompt_set__gold_rate__gt=0),
     )
@@ -311,6 +320,17 @@ gold_first AS MATERIALIZED (
     LIMIT 1
     FOR UPDATE OF t SKIP LOCKED
 ),
+by_priority AS MATERIALIZED (
+    -- Sets ordered by uncertainty (labeling.services.priorities): their scored tasks, most uncertain first after
+    -- the started-first rule, by task_priority_queue_idx. Asked for one set, its ordering is read once up front
+    -- (a one-time filter), so a set in insertion order never walks this index; `ordinary` below runs as it always has.
+    -- Asked for any set, this offer is off: a set's priorities order its own queue, not the order across sets.
+    SELECT t.id FROM {task} t JOIN {prompt_set} s ON s.id = t.prompt_set_id
+    WHERE {eligible} AND t.gold IS NULL AND t.uncertainty IS NOT NULL AND s.ordering = 'uncertainty' {set_uncertain}
+    ORDER BY t.active_count DESC, t.uncertainty DESC, t.id
+    LIMIT 1
+    FOR UPDATE OF t SKIP LOCKED
+),
 ordinary AS MATERIALIZED (
     SELECT t.id FROM {task} t JOIN {prompt_set} s ON s.id = t.prompt_set_id
     WHERE {eligible} AND t.gold IS NULL
@@ -328,7 +348,8 @@ gold_last AS MATERIALIZED (
 picked AS MATERIALIZED (
     -- A CTE is run only as far as it is read: under LIMIT 1 the next offer runs (and locks) only when the one
     -- before it found nothing, so a lease locks one task row as before.
-    SELECT id FROM gold_first UNION ALL SELECT id FROM ordinary UNION ALL SELECT id FROM gold_last
+    SELECT id FROM gold_first UNION ALL SELECT id FROM by_priority UNION ALL SELECT id FROM ordinary
+    UNION ALL SELECT id FROM gold_last
     LIMIT 1
 ),
 taken AS (
@@ -404,6 +425,11 @@ def _lease_sql(*, in_set: bool) -> str:
         references=LEASE_REFERENCES_SQL.format(prompt_set=PromptSet._meta.db_table),
         in_set="AND t.prompt_set_id = %(prompt_set)s" if in_set else "",
         held_in_set="AND prompt_set_id = %(prompt_set)s" if in_set else "",
+        set_uncertain=(
+            f"AND (SELECT ordering FROM {PromptSet._meta.db_table} WHERE id = %(prompt_set)s) = 'uncertainty'"
+            if in_set
+            else "AND false"
+        ),
     )
 
 
