@@ -37,7 +37,9 @@ STYLES = [
 ]
 
 
-def demo_jsonl(n_prompts: int = 20, responses_per_prompt: int = 4, seed: int = 0) -> str:
+def demo_jsonl(n_prompts: int = 20, responses_per_prompt: int = 4, seed: int = 0, *, chat: bool = False) -> str:
+    """The demo set as JSON Lines; `chat` makes each prompt one user turn, which an instruct model (SmolLM2, the
+    `make run` base model) answers through its chat template instead of continuing the text as a document."""
     rng = random.Random(seed)
     lines = []
     for index in range(n_prompts):
@@ -46,7 +48,7 @@ def demo_jsonl(n_prompts: int = 20, responses_per_prompt: int = 4, seed: int = 0
         lines.append(
             json.dumps(
                 {
-                    "prompt": f"Explain {topic} to a curious twelve-year-old.",
+                    "prompt": _prompt(topic, chat=chat),
                     "responses": [
                         {"text": style.format(topic=topic), "policy": f"demo-policy-{i % 2}"}
                         for i, style in enumerate(styles)
@@ -55,3 +57,11 @@ def demo_jsonl(n_prompts: int = 20, responses_per_prompt: int = 4, seed: int = 0
             )
         )
     return "\n".join(lines) + "\n"
+
+
+def _prompt(topic: str, *, chat: bool) -> str | list[dict[str, str]]:
+    if not chat:
+        return f"Explain {topic} to a curious twelve-year-old."
+    # "One short paragraph": SmolLM2 then mostly ends on its own within the demo's 256 new tokens (3 of 4 samples
+    # did, against 1 of 4 without it), so the quality gate's cut-off rule keeps most samples in the queue.
+    return [{"role": "user", "content": f"Explain {topic} to a curious twelve-year-old, in one short paragraph."}]

@@ -9,8 +9,10 @@ from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
 
 from labeling import roles
+from labeling.demo import demo_jsonl
 from labeling.management.commands.seed_demo import DEMO_SET
 from labeling.models import Prompt, PromptSet, RankingTask, Rollout
+from labeling.services.importing import import_file
 
 pytestmark = pytest.mark.django_db
 
@@ -67,3 +69,20 @@ def test_a_second_seed_demo_changes_nothing():
     assert authenticate(username="annotator", password="second-pass") is None
     annotator = get_user_model().objects.get(username="annotator")
     assert list(annotator.groups.values_list("name", flat=True)) == [roles.ANNOTATORS]
+
+
+def test_the_demo_prompts_are_chat_turns_an_instruct_model_answers_as_an_assistant():
+    seed()
+    prompts = PromptSet.objects.get(name=DEMO_SET).prompts.all()
+    assert all(p.messages == [{"role": "user", "content": p.messages[0]["content"]}] for p in prompts)
+    assert prompts[0].messages[0]["content"].startswith("Explain ")
+
+
+def test_a_demo_set_seeded_in_plain_text_before_keeps_its_format_on_a_new_run():
+    """Databases seeded by an older PrefLoop: chat prompts would be new prompts, doubling the set."""
+    prompt_set = PromptSet.objects.create(name=DEMO_SET, rollouts_per_task=4, overlap=2)
+    import_file(prompt_set=prompt_set, data=demo_jsonl())
+    before = counts()
+    seed()
+    assert counts()[1:] == before[1:]  # the accounts are new; the set, prompts, rollouts and tasks are not
+    assert not prompt_set.prompts.filter(messages__isnull=False).exists()

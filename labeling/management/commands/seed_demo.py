@@ -39,6 +39,10 @@ class Command(BaseCommand):
             name=DEMO_SET,
             defaults={"description": "Twenty prompts, four responses each.", "rollouts_per_task": 4, "overlap": 2},
         )
-        report = import_file(prompt_set=prompt_set, data=demo_jsonl())
+        # Chat prompts, so SmolLM2 answers them as an assistant (plain text it continues as a document: "I made a
+        # few changes to enhance the text..."). A set seeded before in plain text keeps its format, so a second run
+        # on an old database adds nothing.
+        plain = prompt_set.prompts.filter(messages__isnull=True).exists()
+        report = import_file(prompt_set=prompt_set, data=demo_jsonl(chat=not plain))
         self.stdout.write(f"{prompt_set}: {report}")
         self.stdout.write(self.style.SUCCESS(f"Demo accounts (password {password!r}): " + ", ".join(accounts)))
