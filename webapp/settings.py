@@ -279,6 +279,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("PREFLOOP_AUTO_TRAIN_SECONDS", 300),
         "options": {"queue": "cpu"},
     },
+    # Prompt-set progress (labeling.services.progress): triggers append a row per count-changing statement (a few per
+    # ranking); folding keeps each set's rows few, so the admin's and annotators' counts read a handful of rows.
+    "fold-progress": {"task": "labeling.fold_progress", "schedule": 30.0, "options": {"queue": "cpu"}},
     # Active learning: re-score the open tasks of uncertainty-ordered sets that are due (N new rankings, or tasks
     # not yet scored); labeling.services.priorities.
     "refresh-priorities": {
