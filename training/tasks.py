@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from labeling.services import progress
 from labeling.services.priorities import REFRESH_PRIORITIES_TASK
 from training.services import autotrain, base_models, dispatch, export_worker, generation, runs
 
@@ -70,9 +69,3 @@ def refresh_due_priorities() -> list[int]:
 @shared_task(acks_late=True, reject_on_worker_lost=True, name=dispatch.EXECUTE_BASE_MODEL_IMPORT)
 def execute_base_model_import(import_id: int) -> str:
     return base_models.execute_gguf_import(import_id).status
-
-
-@shared_task(name="labeling.fold_progress")
-def fold_progress() -> int:
-    # The prompt-set progress rows the triggers append, folded to one per set so reading a set's counts stays cheap.
-    return progress.fold_progress()
