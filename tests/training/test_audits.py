@@ -77,7 +77,8 @@ def mirrored_reward_models(char_policy, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture
 def data_dir(settings, tmp_path) -> Path:
     settings.PREFLOOP_DATA_DIR = tmp_path / "data"
-    settings.PREFLOOP_ROLLOUT_QUALITY_GATE = False  # two-character toy answers are "cut off" by design
+    # The quality gate stays on: two-character toy answers are "cut off", and the gate would drop every parent
+    # sample, but an audit compares both policies unscreened.
     return settings.PREFLOOP_DATA_DIR
 
 

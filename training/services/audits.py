@@ -368,7 +368,7 @@ def execute_audit(audit_id: int) -> Audit:
                 dispatch=False,
             )
             Audit.objects.filter(pk=audit.pk).update(generation_run=generation)
-            generation = execute_generation(generation.pk)
+            generation = execute_generation(generation.pk, screen=False)  # unscreened, like the run's own
             if generation.status != GenerationRun.Status.SUCCEEDED:
                 raise RuntimeError(f"Sampling the parent's rollouts failed: {generation.error.splitlines()[0]}")
         for link in RunJudge.objects.filter(run=audit.run).select_related("judge__reward_model"):

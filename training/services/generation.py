@@ -79,7 +79,7 @@ def start_generation(
     return run
 
 
-def execute_generation(run_id: int) -> GenerationRun:
+def execute_generation(run_id: int, *, screen: bool = True) -> GenerationRun:
     """Sample, then write rollouts and tasks in one transaction. Called by the Celery task."""
     now = clock.now()
     if not GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.QUEUED).update(
@@ -97,7 +97,7 @@ def execute_generation(run_id: int) -> GenerationRun:
             GenerationRun.objects.filter(pk=run.pk).update(prompts_done=done, heartbeat_at=clock.now())
 
         result = _sample(run.policy.path, list(prompts.values()), _generation_config(run.settings), progress)
-        _write(run, list(prompts), result)
+        _write(run, list(prompts), result, screen=screen)
     except Exception as error:
         GenerationRun.objects.filter(pk=run.pk, status=GenerationRun.Status.RUNNING).update(
             status=GenerationRun.Status.FAILED,
@@ -154,13 +154,15 @@ def _with_finish(
     ]
 
 
-def _write(run: GenerationRun, prompt_ids: list[int], result: GenerationResult) -> None:
+def _write(run: GenerationRun, prompt_ids: list[int], result: GenerationResult, *, screen: bool = True) -> None:
     with transaction.atomic():
         locked = GenerationRun.objects.select_for_update().get(pk=run.pk)
         if locked.status != GenerationRun.Status.RUNNING:
             return  # the reaper gave up on us meanwhile; write nothing
-        # Degenerate samples never reach annotators; they are counted on the run instead.
-        screened = screen_if_enabled(result.samples, getattr(result, "finish_reasons", None))
+        # Degenerate samples never reach annotators; they are counted on the run instead. Audits pass screen=False:
+        # the policy's own samples go to them unscreened, so screening only the parent's would bias the comparison.
+        finishes = getattr(result, "finish_reasons", None)
+        screened = screen_if_enabled(result.samples, finishes, enabled=screen)
         added = add_generated_round(
             prompt_set=run.prompt_set,
             policy=run.policy.name,

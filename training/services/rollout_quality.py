@@ -118,10 +118,14 @@ def screen_samples(
 
 
 def screen_if_enabled(
-    samples: Sequence[Sequence[str]], finish_reasons: Sequence[Sequence[str | None]] | None = None
+    samples: Sequence[Sequence[str]],
+    finish_reasons: Sequence[Sequence[str | None]] | None = None,
+    *,
+    enabled: bool = True,
 ) -> Screened:
-    """`screen_samples` with the default gate, or everything kept when PREFLOOP_ROLLOUT_QUALITY_GATE is off."""
-    if settings.PREFLOOP_ROLLOUT_QUALITY_GATE:
+    """`screen_samples` with the default gate, or everything kept when PREFLOOP_ROLLOUT_QUALITY_GATE is off (or the
+    caller says `enabled=False`)."""
+    if enabled and settings.PREFLOOP_ROLLOUT_QUALITY_GATE:
         return screen_samples(samples, finish_reasons)
     return Screened(
         kept=[list(texts) for texts in samples],
