@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import connection
-from django.db.models import Avg, Count, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, TextField
+from django.db.models import Avg, BooleanField, Count, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, TextField, Value
 from django.db.models.functions import Cast, Coalesce
 
-from labeling.models import Assignment, Prompt, PromptSet, PromptSetProgress, Ranking, RankingTask, Rollout
+from labeling.models import (
+    Adjudication,
+    Assignment,
+    Prompt,
+    PromptSet,
+    PromptSetProgress,
+    Ranking,
+    RankingTask,
+    Rollout,
+)
 from labeling.services.gold import paused_rankings_q
 from labeling.services.progress import progress_counts_are_kept
 from labeling.services.rollout_finish import cut_off_q
@@ -166,7 +176,57 @@ def _selected_rankings(
         rankings = rankings.filter(task__gold__isnull=True)
     if gold_paused == "exclude":  # annotators whose gold accuracy pauses them, in the set where it does
         rankings = rankings.exclude(paused_rankings_q(prompt_set_ids))
+    # An adjudicated task is exported as its final order alone. Checked first, so that selections without any
+    # (most) keep the plan the export's read of millions of rankings was tuned with.
+    adjudicated = Adjudication.objects.filter(task__prompt_set_id__in=prompt_set_ids)
+    if _adjudications_apply(annotator_ids, sources) and adjudicated.exists():
+        rankings = rankings.exclude(task__adjudication__isnull=False)
     return rankings
+
+
+def _adjudications_apply(annotator_ids: list[int] | None, sources: str) -> bool:
+    # An admin's final order (labeling.services.adjudication) replaces the human rankings it settled. Not when the
+    # export asks for chosen annotators' own rankings, nor for judges' rankings only.
+    return not annotator_ids and sources != "judge"
+
+
+def _selected_adjudications(
+    *,
+    prompt_set_ids: list[int],
+    since=None,
+    until=None,
+    annotator_ids=None,
+    sources: str = "all",
+    gold: str = "include",
+) -> QuerySet[Adjudication]:
+    if not _adjudications_apply(annotator_ids, sources):
+        return Adjudication.objects.none()
+    adjudications = Adjudication.objects.filter(task__prompt_set_id__in=prompt_set_ids)
+    if since is not None:
+        adjudications = adjudications.filter(at__gte=since)
+    if until is not None:
+        adjudications = adjudications.filter(at__lt=until)
+    if gold == "exclude":
+        adjudications = adjudications.filter(task__gold__isnull=True)
+    return adjudications
+
+
+def adjudication_stats(
+    *,
+    prompt_set_ids: list[int],
+    since=None,
+    until=None,
+    annotator_ids=None,
+    sources: str = "all",
+    gold: str = "include",
+) -> tuple[int, str]:
+    """(how many adjudicated orders the selection uses, the latest time one was recorded, ISO; "" when none).
+
+    Recording again replaces an order in place, so the export's fingerprint needs the time as well as the count."""
+    stats = _selected_adjudications(
+        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources, gold=gold
+    ).aggregate(n=Count("id"), latest=Max("at"))
+    return stats["n"], stats["latest"].isoformat() if stats["latest"] else ""
 
 
 def selection_stats(
@@ -241,7 +301,7 @@ def export_ranking_json(
         gold=gold,
         gold_paused=gold_paused,
     )
-    return (
+    rows = (
         rankings.order_by("task__prompt_id", "id")
         .annotate(tiers_json=Cast("tiers", TextField()), flags_json=Cast("flags", TextField()))
         .values_list(
@@ -249,6 +309,26 @@ def export_ranking_json(
         )
         .iterator(chunk_size=EXPORT_CHUNK)
     )
+    adjudications = _selected_adjudications(
+        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources, gold=gold
+    )
+    if not adjudications.exists():
+        return rows
+    # The adjudicator stands as the order's annotator (0 when their account is gone); the note is its rationale.
+    final_orders = (
+        adjudications.order_by("task__prompt_id", "id")
+        .annotate(
+            tiers_json=Cast("tiers", TextField()),
+            not_all_bad=Value(False, output_field=BooleanField()),
+            no_flags=Value("{}", output_field=TextField()),
+            adjudicator=Coalesce("by_id", Value(0)),
+        )
+        .values_list(
+            "task__prompt_id", "adjudicator", "tiers_json", "not_all_bad", "no_flags", *(["note"] * with_rationale)
+        )
+        .iterator(chunk_size=EXPORT_CHUNK)
+    )
+    return heapq.merge(rows, final_orders, key=lambda row: row[0])  # both by prompt: the writer groups by prompt
 
 
 def export_prompt_rows(prompt_ids: list[int]) -> list[tuple[int, str, str | None, str]]:

@@ -13,6 +13,9 @@ Rules (documented in README.md, recorded in each version's `options`):
   P(chosen ≻ rejected)).
 - `rationale="include"` adds a `rationale` column: the free-text reason of the ranking the pair came from ("" when
   none); per-annotator rows only. Off by default, leaving the bytes and hashes of other exports as they were.
+- a task an admin adjudicated (labeling.services.adjudication) is exported as its final order alone, by the
+  adjudicator, in place of the human rankings it settled (its note is the rationale); not when the export picks
+  annotators or judge rankings only.
 The train/test split is by prompt (no prompt on both sides), decided by a hash of the prompt and
 the seed, so it is deterministic and stable as data grows.
 
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from labeling.selectors import chat_prompts_in_selection, export_ranking_json, selection_stats
+from labeling.selectors import adjudication_stats, chat_prompts_in_selection, export_ranking_json, selection_stats
 from training.models import DatasetExport, DatasetVersion
 from training.ratings import bradley_terry, win_probability
 from training.services import dispatch
@@ -266,18 +269,24 @@ class Selection:
 
     n_rankings: int
     newest_ranking_id: int
+    #: Adjudicated final orders the selection uses (count, latest recording time): recording again replaces one.
+    adjudicated: tuple[int, str] = (0, "")
 
     def fingerprint(self, options: ExportOptions) -> str:
         # Rankings are immutable and ids only grow, so the same options over the same count and newest id
         # select the same rankings: an identical request can be answered with the version it made before.
-        payload = {"options": options.to_dict(), "n": self.n_rankings, "newest": self.newest_ranking_id}
+        payload: dict = {"options": options.to_dict(), "n": self.n_rankings, "newest": self.newest_ranking_id}
+        if self.adjudicated[0]:  # absent when none, so selections without adjudications keep their fingerprints
+            payload["adjudicated"] = list(self.adjudicated)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def check_selection(options: ExportOptions) -> Selection:
     """Refuse, before anything is queued, a selection with no rankings or with chats in the standard format."""
     n_rankings, newest = selection_stats(**_selection_filters(options))
-    if n_rankings == 0:
+    filters = _selection_filters(options)
+    adjudicated = adjudication_stats(**{k: filters[k] for k in ADJUDICATION_FILTERS})
+    if n_rankings + adjudicated[0] == 0:
         raise ExportError("The selection holds no rankings: check the prompt sets, the time window and annotators.")
     if options.format == "standard":
         chats = chat_prompts_in_selection(**_selection_filters(options))
@@ -287,7 +296,10 @@ def check_selection(options: ExportOptions) -> Selection:
                 "text only. Export them in the conversational format, which keeps every message as imported.",
                 field="format",
             )
-    return Selection(n_rankings=n_rankings, newest_ranking_id=newest)
+    return Selection(n_rankings=n_rankings, newest_ranking_id=newest, adjudicated=adjudicated)
+
+
+ADJUDICATION_FILTERS = ("prompt_set_ids", "since", "until", "annotator_ids", "sources", "gold")
 
 
 def _selection_filters(options: ExportOptions) -> dict[str, Any]:
