@@ -153,165 +153,97 @@ def shown_rollouts(assignment: Assignment) -> list[Rollout]:
 EXPORT_CHUNK = 5000
 
 
-def _selected_rankings(
-    *,
-    prompt_set_ids: list[int],
-    since=None,
-    until=None,
-    annotator_ids: list[int] | None = None,
-    sources: str = "all",
-    gold: str = "include",
-    gold_paused: str = "keep",
-) -> QuerySet[Ranking]:
-    rankings = Ranking.objects.filter(task__prompt_set_id__in=prompt_set_ids)
-    if sources != "all":  # "human" or "judge" (Ranking.source)
-        rankings = rankings.filter(source=sources)
-    if since is not None:
-        rankings = rankings.filter(created_at__gte=since)
-    if until is not None:
-        rankings = rankings.filter(created_at__lt=until)
-    if annotator_ids:
-        rankings = rankings.filter(annotator_id__in=annotator_ids)
-    if gold == "exclude":  # rankings of gold tasks (labeling.services.gold) are checks against known answers
+@dataclass(frozen=True)
+class RankingSelection:
+    """Which rankings an export reads: its prompt sets, time window, annotators and source and gold rules."""
+
+    prompt_set_ids: list[int]
+    since: datetime | None = None
+    until: datetime | None = None
+    annotator_ids: list[int] | None = None
+    sources: str = "all"
+    gold: str = "include"
+    gold_paused: str = "keep"
+
+    @property
+    def uses_adjudications(self) -> bool:
+        # An admin's final order (labeling.services.adjudication) replaces the human rankings it settled. Not when
+        # the export asks for chosen annotators' own rankings, nor for judges' rankings only.
+        return not self.annotator_ids and self.sources != "judge"
+
+
+def _selected_rankings(selection: RankingSelection) -> QuerySet[Ranking]:
+    rankings = Ranking.objects.filter(task__prompt_set_id__in=selection.prompt_set_ids)
+    if selection.sources != "all":  # "human" or "judge" (Ranking.source)
+        rankings = rankings.filter(source=selection.sources)
+    if selection.since is not None:
+        rankings = rankings.filter(created_at__gte=selection.since)
+    if selection.until is not None:
+        rankings = rankings.filter(created_at__lt=selection.until)
+    if selection.annotator_ids:
+        rankings = rankings.filter(annotator_id__in=selection.annotator_ids)
+    if selection.gold == "exclude":  # rankings of gold tasks (labeling.services.gold) are checks against known answers
         rankings = rankings.filter(task__gold__isnull=True)
-    if gold_paused == "exclude":  # annotators whose gold accuracy pauses them, in the set where it does
-        rankings = rankings.exclude(paused_rankings_q(prompt_set_ids))
+    if selection.gold_paused == "exclude":  # annotators whose gold accuracy pauses them, in the set where it does
+        rankings = rankings.exclude(paused_rankings_q(selection.prompt_set_ids))
     # An adjudicated task is exported as its final order alone. Checked first, so that selections without any
     # (most) keep the plan the export's read of millions of rankings was tuned with.
-    adjudicated = Adjudication.objects.filter(task__prompt_set_id__in=prompt_set_ids)
-    if _adjudications_apply(annotator_ids, sources) and adjudicated.exists():
+    adjudicated = Adjudication.objects.filter(task__prompt_set_id__in=selection.prompt_set_ids)
+    if selection.uses_adjudications and adjudicated.exists():
         rankings = rankings.exclude(task__adjudication__isnull=False)
     return rankings
 
 
-def _adjudications_apply(annotator_ids: list[int] | None, sources: str) -> bool:
-    # An admin's final order (labeling.services.adjudication) replaces the human rankings it settled. Not when the
-    # export asks for chosen annotators' own rankings, nor for judges' rankings only.
-    return not annotator_ids and sources != "judge"
-
-
-def _selected_adjudications(
-    *,
-    prompt_set_ids: list[int],
-    since=None,
-    until=None,
-    annotator_ids=None,
-    sources: str = "all",
-    gold: str = "include",
-) -> QuerySet[Adjudication]:
-    if not _adjudications_apply(annotator_ids, sources):
+def _selected_adjudications(selection: RankingSelection) -> QuerySet[Adjudication]:
+    if not selection.uses_adjudications:
         return Adjudication.objects.none()
-    adjudications = Adjudication.objects.filter(task__prompt_set_id__in=prompt_set_ids)
-    if since is not None:
-        adjudications = adjudications.filter(at__gte=since)
-    if until is not None:
-        adjudications = adjudications.filter(at__lt=until)
-    if gold == "exclude":
+    adjudications = Adjudication.objects.filter(task__prompt_set_id__in=selection.prompt_set_ids)
+    if selection.since is not None:
+        adjudications = adjudications.filter(at__gte=selection.since)
+    if selection.until is not None:
+        adjudications = adjudications.filter(at__lt=selection.until)
+    if selection.gold == "exclude":
         adjudications = adjudications.filter(task__gold__isnull=True)
     return adjudications
 
 
-def adjudication_stats(
-    *,
-    prompt_set_ids: list[int],
-    since=None,
-    until=None,
-    annotator_ids=None,
-    sources: str = "all",
-    gold: str = "include",
-) -> tuple[int, str]:
+def adjudication_stats(selection: RankingSelection) -> tuple[int, str]:
     """(how many adjudicated orders the selection uses, the latest time one was recorded, ISO; "" when none).
 
     Recording again replaces an order in place, so the export's fingerprint needs the time as well as the count."""
-    stats = _selected_adjudications(
-        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources, gold=gold
-    ).aggregate(n=Count("id"), latest=Max("at"))
+    stats = _selected_adjudications(selection).aggregate(n=Count("id"), latest=Max("at"))
     return stats["n"], stats["latest"].isoformat() if stats["latest"] else ""
 
 
-def selection_stats(
-    *,
-    prompt_set_ids: list[int],
-    since=None,
-    until=None,
-    annotator_ids: list[int] | None = None,
-    sources: str = "all",
-    gold: str = "include",
-    gold_paused: str = "keep",
-) -> tuple[int, int]:
+def selection_stats(selection: RankingSelection) -> tuple[int, int]:
     """(how many rankings the selection holds, the newest one's id; 0 when none)."""
-    stats = _selected_rankings(
-        prompt_set_ids=prompt_set_ids,
-        since=since,
-        until=until,
-        annotator_ids=annotator_ids,
-        sources=sources,
-        gold=gold,
-        gold_paused=gold_paused,
-    ).aggregate(n=Count("id"), newest=Max("id"))
+    stats = _selected_rankings(selection).aggregate(n=Count("id"), newest=Max("id"))
     return stats["n"], stats["newest"] or 0
 
 
-def chat_prompts_in_selection(
-    *,
-    prompt_set_ids: list[int],
-    since=None,
-    until=None,
-    annotator_ids: list[int] | None = None,
-    sources: str = "all",
-    gold: str = "include",
-    gold_paused: str = "keep",
-) -> int:
+def chat_prompts_in_selection(selection: RankingSelection) -> int:
     """How many distinct prompts of the selected rankings are conversations (message lists)."""
-    rankings = _selected_rankings(
-        prompt_set_ids=prompt_set_ids,
-        since=since,
-        until=until,
-        annotator_ids=annotator_ids,
-        sources=sources,
-        gold=gold,
-        gold_paused=gold_paused,
-    )
+    rankings = _selected_rankings(selection)
     return Prompt.objects.filter(messages__isnull=False, id__in=rankings.values("task__prompt_id")).distinct().count()
 
 
-def export_ranking_json(
-    *,
-    prompt_set_ids: list[int],
-    since=None,
-    until=None,
-    annotator_ids: list[int] | None = None,
-    sources: str = "all",
-    gold: str = "include",
-    gold_paused: str = "keep",
-    with_rationale: bool = False,
-) -> Iterator[tuple]:
+def export_ranking_json(selection: RankingSelection, *, with_rationale: bool = False) -> Iterator[tuple]:
     """Stream (prompt_id, annotator_id, tiers, all_bad, flags) grouped by prompt, tiers and flags as JSON text.
 
     For the export writer: it decodes a batch of rows with one `json.loads` instead of one per row and field,
     which was most of the cost of reading a million rankings. `with_rationale` adds the ranking's rationale as a
     sixth item (only then: most exports need no free text read).
     """
-    rankings = _selected_rankings(
-        prompt_set_ids=prompt_set_ids,
-        since=since,
-        until=until,
-        annotator_ids=annotator_ids,
-        sources=sources,
-        gold=gold,
-        gold_paused=gold_paused,
-    )
     rows = (
-        rankings.order_by("task__prompt_id", "id")
+        _selected_rankings(selection)
+        .order_by("task__prompt_id", "id")
         .annotate(tiers_json=Cast("tiers", TextField()), flags_json=Cast("flags", TextField()))
         .values_list(
             "task__prompt_id", "annotator_id", "tiers_json", "all_bad", "flags_json", *(["rationale"] * with_rationale)
         )
         .iterator(chunk_size=EXPORT_CHUNK)
     )
-    adjudications = _selected_adjudications(
-        prompt_set_ids=prompt_set_ids, since=since, until=until, annotator_ids=annotator_ids, sources=sources, gold=gold
-    )
+    adjudications = _selected_adjudications(selection)
     if not adjudications.exists():
         return rows
     # The adjudicator stands as the order's annotator (0 when their account is gone); the note is its rationale.

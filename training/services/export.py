@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from labeling.selectors import adjudication_stats, chat_prompts_in_selection, export_ranking_json, selection_stats
+from labeling.selectors import (
+    RankingSelection,
+    adjudication_stats,
+    chat_prompts_in_selection,
+    export_ranking_json,
+    selection_stats,
+)
 from training.models import DatasetExport, DatasetVersion
 from training.ratings import bradley_terry, win_probability
 from training.services import dispatch
@@ -283,13 +289,13 @@ class Selection:
 
 def check_selection(options: ExportOptions) -> Selection:
     """Refuse, before anything is queued, a selection with no rankings or with chats in the standard format."""
-    n_rankings, newest = selection_stats(**_selection_filters(options))
-    filters = _selection_filters(options)
-    adjudicated = adjudication_stats(**{k: filters[k] for k in ADJUDICATION_FILTERS})
+    selection = _ranking_selection(options)
+    n_rankings, newest = selection_stats(selection)
+    adjudicated = adjudication_stats(selection)
     if n_rankings + adjudicated[0] == 0:
         raise ExportError("The selection holds no rankings: check the prompt sets, the time window and annotators.")
     if options.format == "standard":
-        chats = chat_prompts_in_selection(**_selection_filters(options))
+        chats = chat_prompts_in_selection(selection)
         if chats:
             raise ExportError(
                 f"{chats} selected prompt(s) are conversations (message lists): the standard format holds plain "
@@ -299,25 +305,22 @@ def check_selection(options: ExportOptions) -> Selection:
     return Selection(n_rankings=n_rankings, newest_ranking_id=newest, adjudicated=adjudicated)
 
 
-ADJUDICATION_FILTERS = ("prompt_set_ids", "since", "until", "annotator_ids", "sources", "gold")
-
-
-def _selection_filters(options: ExportOptions) -> dict[str, Any]:
-    return {
-        "prompt_set_ids": list(options.prompt_set_ids),
-        "since": options.since,
-        "until": options.until,
-        "annotator_ids": list(options.annotator_ids),
-        "sources": options.sources,
-        "gold": options.gold,
-        "gold_paused": options.gold_paused,
-    }
+def _ranking_selection(options: ExportOptions) -> RankingSelection:
+    return RankingSelection(
+        prompt_set_ids=list(options.prompt_set_ids),
+        since=options.since,
+        until=options.until,
+        annotator_ids=list(options.annotator_ids),
+        sources=options.sources,
+        gold=options.gold,
+        gold_paused=options.gold_paused,
+    )
 
 
 def selected_rankings(options: ExportOptions) -> Iterator[tuple]:
     """The selection's rankings, grouped by prompt, tiers and flags as JSON text (what the streaming writer needs);
     with `rationale="include"` each row ends with the ranking's rationale."""
-    return export_ranking_json(**_selection_filters(options), with_rationale=options.rationale == "include")
+    return export_ranking_json(_ranking_selection(options), with_rationale=options.rationale == "include")
 
 
 @dataclass(frozen=True)
