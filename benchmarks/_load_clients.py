@@ -22,12 +22,18 @@ class Annotator:
 
 
 def annotate(
-    annotator: Annotator, base_url: str, prompt_set: int, start: threading.Event, stop_at: list[float], think: float
+    annotator: Annotator,
+    base_url: str,
+    prompt_set: int | None,
+    start: threading.Event,
+    stop_at: list[float],
+    think: float,
 ) -> None:
     import httpx
 
     rng = random.Random(annotator.seed)
     headers = {"Authorization": f"Token {annotator.token}"}
+    asked = {} if prompt_set is None else {"prompt_set": prompt_set}  # none: the queue across all sets
     # One client and at most one connection per annotator, like one browser tab; it is reused while
     # the server keeps it alive and re-opened transparently when the server closes it.
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -36,7 +42,7 @@ def annotate(
         while time.perf_counter() < stop_at[0]:
             t0 = time.perf_counter()
             try:
-                got = client.post("/api/tasks/next/", json={"prompt_set": prompt_set})
+                got = client.post("/api/tasks/next/", json=asked)
             except httpx.HTTPError as exc:
                 annotator.errors[f"next {type(exc).__name__}"] += 1
                 time.sleep(0.05)

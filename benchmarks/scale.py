@@ -16,7 +16,8 @@ spread over every set → VACUUM ANALYZE → figures:
 - the API's prompt-set list (`GET /api/prompt-sets/`, the same counts) likewise;
 - EXPLAIN (ANALYZE, BUFFERS) of the lease statement for an annotator with history (--explain), rolled back;
 - the load benchmark's machinery (gunicorn with the shipped settings, closed-loop httpx annotators) on the
-  first set: 1 annotator, then 32, each `--seconds` long, annotators drawn from those with history.
+  first set: 1 annotator, then 32, each `--seconds` long, annotators drawn from those with history; then 1
+  annotator asking for no set (the queue across all sets).
 The small-table baseline is `benchmarks/load.py` itself, run back to back on the same box (see benchmarks/README).
 The database is dropped at the end unless --keep. It prints figures and asserts nothing.
 """
@@ -340,7 +341,7 @@ def run_step(name: str, database: FreshDatabase, extra_args: list[str]) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def run_load(database: FreshDatabase, tokens: list[str], prompt_set: int, seconds: float, warmup: float) -> None:
+def run_load(database: FreshDatabase, tokens: list[str], prompt_set: int | None, seconds: float, warmup: float) -> None:
     server_args = argparse.Namespace(worker_class=None, workers=None, threads=None, keep_alive=None, preload=False)
     for stale in (database.tmp / "counts").glob("*.json"):
         stale.unlink()  # the previous run's workers' counts: each run reports its own round trips
@@ -372,7 +373,8 @@ def run_load(database: FreshDatabase, tokens: list[str], prompt_set: int, second
     in_window = [c for a in annotators for c in a.cycles if window_start <= c[0] <= stop_at[0]]
     errors = sum((a.errors for a in annotators), Counter())
     print(
-        f"\n== big tables, {len(tokens)} annotator(s), {seconds:g}s window (load average {os.getloadavg()[0]:.2f}) =="
+        f"\n== big tables, {len(tokens)} annotator(s), {'one set' if prompt_set is not None else 'across all sets'},"
+        f" {seconds:g}s window (load average {os.getloadavg()[0]:.2f}) =="
     )
     print(f"cycles/s:            {len(in_window) / seconds:8.1f}   ({len(in_window)} cycles in window)")
     print(f"next   latency ms:   {ms([c[1] for c in in_window])}")
@@ -442,6 +444,8 @@ def main() -> None:
             got = run_step("tokens", database, ["--measured", str(args.measured)])
             for n in (1, args.measured):
                 run_load(database, got["tokens"][:n], got["prompt_set"], args.seconds, args.warmup)
+            # A lease asked for no set: each set's queue index probed, the first set's walked (labeling.services.queue).
+            run_load(database, got["tokens"][:1], None, args.seconds, args.warmup)
     finally:
         if args.keep:
             print(f"(kept database {args.pg_url}: --reuse measures it again)")

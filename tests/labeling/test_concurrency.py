@@ -91,6 +91,30 @@ def test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task(settings):
     errors = hammer(prompt_set, annotators, seed=7, lease_seconds=lease_seconds)
 
     assert errors == []
+    assert_every_slot_accounted_for()
+    # The queue drained completely: 30 tasks × overlap 3 slots, 16 annotators to fill them.
+    assert Ranking.objects.count() == 30 * 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the lease across sets has its own statement there")
+def test_the_invariants_hold_when_annotators_lease_across_sets(settings):
+    """The same hammer with no prompt set asked for: the pick over three sets (first set found without locks, then
+    locked) keeps every guarantee, and drains every set."""
+    lease_seconds = 1
+    settings.PREFLOOP_LEASE_SECONDS = lease_seconds
+    for overlap in (1, 2, 3):
+        prompt_set_with_tasks(n_prompts=10, rollouts_per_task=3, overlap=overlap)
+    annotators = AnnotatorFactory.create_batch(ANNOTATORS)
+
+    errors = hammer(None, annotators, seed=11, lease_seconds=lease_seconds)
+
+    assert errors == []
+    assert_every_slot_accounted_for()
+    assert Ranking.objects.count() == 10 * (1 + 2 + 3)
+
+
+def assert_every_slot_accounted_for() -> None:
     over = RankingTask.objects.annotate(n=Count("rankings")).filter(n__gt=F("overlap"))
     assert list(over.values_list("id", "n")) == []
     pairs = Counter(Ranking.objects.values_list("task_id", "annotator_id"))
@@ -104,8 +128,6 @@ def test_concurrent_annotators_never_exceed_overlap_or_repeat_a_task(settings):
     for task in RankingTask.objects.annotate(n=Count("rankings")):
         assert (task.active_count, task.completed_count) == (task.n, task.n)
         assert task.status == (RankingTask.Status.DONE if task.n == task.overlap else RankingTask.Status.OPEN)
-    # The queue drained completely: 30 tasks × overlap 3 slots, 16 annotators to fill them.
-    assert Ranking.objects.count() == 30 * 3
 
 
 @pytest.mark.skipif(connection.vendor == "sqlite", reason="this is the launcher of the SQLite run")
