@@ -3,6 +3,7 @@
 
     python benchmarks/load.py --db postgres|sqlite [--annotators 32] [--seconds 20] [--workers N]
                               [--threads N] [--keep-alive S] [--prompts 2000] [--overlap 3]
+                              [--sets 1] [--across-sets]
 
 Steps: a fresh database (postgres: DROP/CREATE `prefloop_bench`; sqlite: a temp file) →
 `manage.py migrate` → a setup step through the ORM and services (a prompt set of `--prompts`
@@ -10,7 +11,8 @@ prompts × 4 rollouts, one task each, and `--annotators` users in the annotators
 tokens) → gunicorn (gthread, DJANGO_DEBUG=0) on 127.0.0.1:<free port> → N closed-loop annotators,
 each a thread with its own persistent httpx client, doing POST /api/tasks/next/ → POST
 /api/rankings/ until the time is up → gunicorn stopped (SIGTERM, graceful) → correctness counts
-read back from the database through the ORM.
+read back from the database through the ORM. `--sets N` splits the prompts over N sets; annotators ask for the first
+set's tasks, or with `--across-sets` for no set (the queue across all sets).
 
 The server runs with the shipped gunicorn.conf.py (what scripts/run, the Dockerfile and compose start: gthread,
 one worker per core, 4 threads, keep-alive 0; that file says why); --workers, --threads, --keep-alive and
@@ -67,12 +69,19 @@ def step_setup(args: argparse.Namespace) -> dict:
     from labeling.services.importing import import_file
 
     roles.ensure_groups()
-    prompt_set = PromptSet.objects.create(
-        name="Load benchmark", rollouts_per_task=4, overlap=args.overlap, description="benchmarks/load.py"
-    )
-    started = time.perf_counter()
-    report = import_file(prompt_set=prompt_set, data=demo_jsonl(n_prompts=args.prompts, responses_per_prompt=4))
-    import_s = time.perf_counter() - started
+    prompt_sets, reports, import_s = [], [], 0.0
+    for index in range(args.sets):
+        prompt_set = PromptSet.objects.create(
+            name=f"Load benchmark {index + 1}",
+            rollouts_per_task=4,
+            overlap=args.overlap,
+            description="benchmarks/load.py",
+        )
+        started = time.perf_counter()
+        data = demo_jsonl(n_prompts=args.prompts // args.sets, responses_per_prompt=4)
+        reports.append(str(import_file(prompt_set=prompt_set, data=data)))
+        import_s += time.perf_counter() - started
+        prompt_sets.append(prompt_set.pk)
     group = Group.objects.get(name=roles.ANNOTATORS)
     User = get_user_model()
     tokens = []
@@ -83,9 +92,10 @@ def step_setup(args: argparse.Namespace) -> dict:
         user.groups.add(group)
         tokens.append(Token.objects.create(user=user).key)
     return {
-        "prompt_set": prompt_set.pk,
-        "tasks": RankingTask.objects.filter(prompt_set=prompt_set).count(),
-        "import": str(report),
+        "prompt_set": prompt_sets[0],
+        "tasks": RankingTask.objects.count(),
+        "first_set_tasks": RankingTask.objects.filter(prompt_set_id=prompt_sets[0]).count(),
+        "import": "; ".join(reports),
         "import_s": import_s,
         "tokens": tokens,
     }
@@ -218,6 +228,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of load before the window (not measured)")
     parser.add_argument("--prompts", type=int, default=2000, help="prompts × 4 rollouts → one task each")
     parser.add_argument("--overlap", type=int, default=3)
+    parser.add_argument("--sets", type=int, default=1, help="prompt sets the prompts are split over")
+    parser.add_argument("--across-sets", action="store_true", help="annotators ask for no set (default: the first)")
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py's)")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: gunicorn.conf.py's)")
     parser.add_argument("--worker-class", default=None, help="default: gunicorn.conf.py's (gthread)")
@@ -284,10 +296,16 @@ def main() -> None:
         setup = run_step(
             "setup",
             database,
-            ["--prompts", str(args.prompts), "--overlap", str(args.overlap), "--annotators", str(args.annotators)],
+            [
+                *("--prompts", str(args.prompts), "--overlap", str(args.overlap)),
+                *("--annotators", str(args.annotators), "--sets", str(args.sets)),
+            ],
         )
-        print(f"setup: prompt set {setup['prompt_set']}: {setup['import']} (import {setup['import_s']:.2f}s)")
-        print(f"capacity: {setup['tasks'] * args.overlap} slots, at most {setup['tasks']} cycles per annotator")
+        asked = None if args.across_sets else setup["prompt_set"]
+        print(f"setup: {args.sets} prompt set(s): {setup['import']} (import {setup['import_s']:.2f}s)")
+        print("annotators ask for " + ("no set (the queue across all sets)" if asked is None else f"set {asked}"))
+        tasks = setup["tasks"] if asked is None else setup["first_set_tasks"]
+        print(f"capacity: {tasks * args.overlap} slots, at most {tasks} cycles per annotator")
 
         server = Gunicorn(database, args)
         server.wait_ready()
@@ -298,7 +316,7 @@ def main() -> None:
         threads = [
             threading.Thread(
                 target=annotate,
-                args=(a, server.url, setup["prompt_set"], go, stop_at, args.think_ms / 1000),
+                args=(a, server.url, asked, go, stop_at, args.think_ms / 1000),
                 daemon=True,
             )
             for a in annotators

@@ -2,7 +2,7 @@
 """Scale benchmark: the queue, the admin's progress counts and the lease statement on big tables (issue 13, item 3).
 
     python benchmarks/scale.py [--tasks 1000000] [--sets 4] [--annotators 10000] [--seconds 20]
-                               [--reuse] [--keep] [--skip-load] [--explain]
+                               [--settle 30] [--reuse] [--keep] [--skip-load] [--explain]
 
 Steps: a fresh PostgreSQL database (`prefloop_scale` unless --pg-url; --reuse keeps the one the last --keep run
 left) → `manage.py migrate` → a fill inside Postgres (INSERT … SELECT generate_series, no ORM rows): `--sets`
@@ -393,6 +393,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--measured", type=int, default=32, help="annotators in the throughput run")
+    parser.add_argument("--settle", type=float, default=30, help="seconds of rest between the load runs")
     parser.add_argument("--repeats", type=int, default=7, help="requests per page timed")
     parser.add_argument("--pg-url", default=os.environ.get("PREFLOOP_SCALE_PG_URL", DEFAULT_SCALE_URL))
     parser.add_argument("--reuse", action="store_true", help="measure the database a --keep run left (no fill)")
@@ -442,10 +443,12 @@ def main() -> None:
                 print(f"\n== EXPLAIN ANALYZE of the lease statement ({label}) ==\n{plan}")
         if not args.skip_load:
             got = run_step("tokens", database, ["--measured", str(args.measured)])
-            for n in (1, args.measured):
-                run_load(database, got["tokens"][:n], got["prompt_set"], args.seconds, args.warmup)
-            # A lease asked for no set: each set's queue index probed, the first set's walked (labeling.services.queue).
-            run_load(database, got["tokens"][:1], None, args.seconds, args.warmup)
+            # The last: a lease asked for no set (each set's queue index probed, the first set's walked).
+            runs = ((1, got["prompt_set"]), (args.measured, got["prompt_set"]), (1, None))
+            for index, (n, prompt_set) in enumerate(runs):
+                if index:
+                    time.sleep(args.settle)  # let the previous run's load die down: the next one is measured alone
+                run_load(database, got["tokens"][:n], prompt_set, args.seconds, args.warmup)
     finally:
         if args.keep:
             print(f"(kept database {args.pg_url}: --reuse measures it again)")
