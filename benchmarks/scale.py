@@ -236,14 +236,14 @@ def database_size() -> str:
 
 
 def step_tokens(args: argparse.Namespace) -> dict:
-    """DRF tokens for the first `--annotators-measured` annotators (those with history), and the first set's id."""
+    """DRF tokens for the first `--measured` + 1 annotators (those with history), and the first set's id."""
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
     from labeling.models import PromptSet
 
     users = get_user_model().objects.filter(username__startswith="scale-annotator-").order_by("id")
-    tokens = [Token.objects.get_or_create(user=user)[0].key for user in users[: args.measured]]
+    tokens = [Token.objects.get_or_create(user=user)[0].key for user in users[: args.measured + 1]]
     return {"tokens": tokens, "prompt_set": PromptSet.objects.order_by("id").values_list("id", flat=True)[0]}
 
 
@@ -443,12 +443,14 @@ def main() -> None:
                 print(f"\n== EXPLAIN ANALYZE of the lease statement ({label}) ==\n{plan}")
         if not args.skip_load:
             got = run_step("tokens", database, ["--measured", str(args.measured)])
-            # The last: a lease asked for no set (each set's queue index probed, the first set's walked).
-            runs = ((1, got["prompt_set"]), (args.measured, got["prompt_set"]), (1, None))
-            for index, (n, prompt_set) in enumerate(runs):
+            # The last: a lease asked for no set (each set's queue index probed, the first set's walked), by an
+            # annotator the runs before did not use, so that it starts from the fill's history as the first did.
+            tokens = got["tokens"]
+            runs = ((tokens[:1], got["prompt_set"]), (tokens[: args.measured], got["prompt_set"]), (tokens[-1:], None))
+            for index, (annotators, prompt_set) in enumerate(runs):
                 if index:
                     time.sleep(args.settle)  # let the previous run's load die down: the next one is measured alone
-                run_load(database, got["tokens"][:n], prompt_set, args.seconds, args.warmup)
+                run_load(database, annotators, prompt_set, args.seconds, args.warmup)
     finally:
         if args.keep:
             print(f"(kept database {args.pg_url}: --reuse measures it again)")
