@@ -6,6 +6,6 @@ thin: forms turn inputs into service arguments (`request_export`, `start_run`, `
 modules — only `training.trainers.config` (via the forms) — so the web process stays light.
 """
 
-from training.admin import autotrain, base_models, datasets, exports, generation, judges, registry, runs
+from training.admin import audits, autotrain, base_models, datasets, exports, generation, judges, registry, runs
 
-__all__ = ["autotrain", "base_models", "datasets", "exports", "generation", "judges", "registry", "runs"]
+__all__ = ["audits", "autotrain", "base_models", "datasets", "exports", "generation", "judges", "registry", "runs"]
