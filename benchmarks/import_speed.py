@@ -3,12 +3,13 @@
 
     python benchmarks/import_speed.py --db postgres|sqlite [--prompts 10000] [--rollouts 4] [--profile]
 
-A fresh database (postgres: DROP/CREATE `prefloop_bench`; sqlite: a temp file) is migrated, a JSONL
-file of `--prompts` prompts × `--rollouts` distinct responses is written to a temp dir, and imported
-into a new prompt set (rollouts_per_task 4) in this process. Printed: parse time alone, the import's
-wall time, rollouts/s, prompts/s, tasks built, the number of SQL statements and the time spent in
-them, then a second import of the same file (idempotent: it must add nothing) with the row counts
-before and after. `--profile` adds the top functions of a cProfile of the first import.
+A fresh database (postgres: DROP/CREATE `prefloop_bench_import`, so a load.py run beside it is left
+alone; sqlite: a temp file) is migrated, a JSONL file of `--prompts` prompts × `--rollouts` distinct
+responses is written to a temp dir, and imported into a new prompt set (rollouts_per_task 4) in this
+process. Printed: parse time alone, the import's wall time, rollouts/s, prompts/s, tasks built, the
+number of SQL statements and the time spent in them, then a second import of the same file
+(idempotent: it must add nothing) with the row counts before and after. `--profile` adds the top
+functions of a cProfile of the first import.
 
 It prints figures and asserts nothing.
 """
@@ -110,7 +111,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=10_000)
     parser.add_argument("--rollouts", type=int, default=4, help="responses per prompt")
     parser.add_argument("--profile", action="store_true", help="cProfile the first import (slower)")
-    parser.add_argument("--pg-url", default=os.environ.get("PREFLOOP_BENCH_PG_URL", DEFAULT_PG_URL))
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "PREFLOOP_BENCH_IMPORT_PG_URL", DEFAULT_PG_URL.replace("prefloop_bench", "prefloop_bench_import")
+        ),
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (JSONL file, sqlite file)")
     args = parser.parse_args()
 

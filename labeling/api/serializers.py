@@ -58,9 +58,10 @@ class AssignmentOut(serializers.Serializer):
         prompt = assignment.task.prompt
         return {"text": prompt.text, "messages": prompt.messages}
 
+    @extend_schema_field(RolloutOut(many=True))
     def get_rollouts(self, assignment: Assignment) -> list[dict]:
         """Rollouts in this annotator's (shuffled) display order."""
-        return RolloutOut(_shown(assignment), many=True).data
+        return [{"id": rollout.id, "text": rollout.text} for rollout in _shown(assignment)]
 
 
 _DATETIME = serializers.DateTimeField()
