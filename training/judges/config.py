@@ -9,7 +9,6 @@ with no pattern.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import regex
 
-from training.trainers.config import ConfigError
+from training.trainers.config import ConfigError, refuse_unknown_keys
 
 __all__ = ["JUDGE_CONFIGS", "KINDS", "ConfigError", "judge_config"]
 
@@ -53,19 +52,7 @@ def _flag(config: object, name: str) -> None:
 class _JudgeConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> _JudgeConfig:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.__name__} expects a JSON object, got {type(data).__name__}.")
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(key) for key in data if key not in allowed)
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-            raise ConfigError(
-                f"Unknown {cls.__name__} key(s): {', '.join(hints)}. Allowed keys: {', '.join(allowed) or 'none'}.",
-                field=unknown[0] if len(unknown) == 1 else None,
-            )
+        refuse_unknown_keys(cls, data)
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

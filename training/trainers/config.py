@@ -88,6 +88,27 @@ class ConfigError(ValueError):
         self.field = field
 
 
+def refuse_unknown_keys(config_class: type, data: object) -> None:
+    """Refuse what is not a JSON object, or names a key `config_class` (a dataclass) lacks, with a "did you mean".
+
+    Silently dropping a misspelt key ("learning_rte") would train with the default and waste a GPU run.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{config_class.__name__} expects a JSON object (dict), got {type(data).__name__}.")
+    allowed = [f.name for f in dataclasses.fields(config_class)]
+    unknown = sorted(str(key) for key in data if key not in allowed)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        raise ConfigError(
+            f"Unknown {config_class.__name__} key(s): {', '.join(hints)}. "
+            f"Allowed keys: {', '.join(allowed) or 'none'}.",
+            field=unknown[0] if len(unknown) == 1 else None,
+        )
+
+
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
@@ -211,23 +232,8 @@ class _RunConfig:
 
     @classmethod
     def from_dict(cls: type[_ConfigT], data: Mapping[str, Any]) -> _ConfigT:
-        """Build a validated config from JSON-like data; unknown keys are an error, not silently ignored.
-
-        Silently dropping a misspelt key ("learning_rte") would train with the default and waste a GPU run.
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.__name__} expects a JSON object (dict), got {type(data).__name__}.")
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(key) for key in data if key not in allowed)
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-            raise ConfigError(
-                f"Unknown {cls.__name__} key(s): {', '.join(hints)}. Allowed keys: {', '.join(allowed)}.",
-                field=unknown[0] if len(unknown) == 1 else None,
-            )
+        """Build a validated config from JSON-like data; unknown keys are an error, not silently ignored."""
+        refuse_unknown_keys(cls, data)
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
