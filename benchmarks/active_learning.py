@@ -32,14 +32,13 @@ import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import ROOT, FreshDatabase, django_setup
+from benchmarks._common import FreshDatabase, django_setup, migrate
 
 DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/prefloop_bench_active"
 
@@ -154,16 +153,7 @@ def main() -> None:
     database = FreshDatabase(args.db, pg_url=args.pg_url, keep=args.keep)
     try:
         env = database.env()
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if migrate.returncode != 0:
-            sys.stderr.write(migrate.stdout + migrate.stderr)
-            raise SystemExit("migrate failed")
+        migrate(env)
         django_setup(env)
         import torch
 

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import DEFAULT_PG_URL, ROOT, FreshDatabase, cpu_snapshot, django_setup
+from benchmarks._common import DEFAULT_PG_URL, ROOT, FreshDatabase, cpu_snapshot, django_setup, migrate
 
 WORDS = "the answer explains each step with one example and a summary of what matters most here".split()
 
@@ -335,15 +335,7 @@ def main() -> None:
     database = _ReusedDatabase(args.pg_url) if args.reuse else FreshDatabase(args.db, pg_url=args.pg_url)
     try:
         env = database.env(PREFLOOP_DATA_DIR=str(database.tmp / "data"))
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if migrate.returncode != 0:
-            sys.exit(migrate.stdout + migrate.stderr)
+        migrate(env)
         django_setup(env)
         started = time.perf_counter()
         if args.reuse:

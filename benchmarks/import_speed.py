@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -30,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (
     DEFAULT_PG_URL,
-    ROOT,
     FreshDatabase,
     cpu_busy_ticks,
     cpu_snapshot,
     cpu_split,
     django_setup,
+    migrate,
 )
 
 WORDS = (
@@ -126,16 +125,7 @@ def main() -> None:
     database = FreshDatabase(args.db, pg_url=args.pg_url, keep=args.keep)
     try:
         env = database.env()
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if migrate.returncode != 0:
-            sys.stderr.write(migrate.stdout + migrate.stderr)
-            raise SystemExit("migrate failed")
+        migrate(env)
         django_setup(env)
 
         from django.conf import settings

@@ -44,6 +44,7 @@ from benchmarks._common import (
     cpu_snapshot,
     cpu_split,
     django_setup,
+    migrate,
     percentile,
 )
 from benchmarks._load_clients import Annotator, annotate
@@ -281,18 +282,7 @@ def main() -> None:
     database = FreshDatabase(args.db, pg_url=args.pg_url, keep=args.keep)
     server = None
     try:
-        started = time.perf_counter()
-        migrate = subprocess.run(
-            [PY, "manage.py", "migrate", "--noinput", "-v", "0"],
-            env=database.env(),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if migrate.returncode != 0:
-            sys.stderr.write(migrate.stdout + migrate.stderr)
-            raise SystemExit("migrate failed")
-        print(f"migrate: {time.perf_counter() - started:.1f}s")
+        print(f"migrate: {migrate(database.env()):.1f}s")
         setup = run_step(
             "setup",
             database,

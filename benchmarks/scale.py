@@ -38,7 +38,7 @@ from urllib.parse import urlparse, urlunparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import ROOT, FreshDatabase, cpu_busy_ticks, cpu_snapshot, django_setup
+from benchmarks._common import ROOT, FreshDatabase, cpu_busy_ticks, cpu_snapshot, django_setup, migrate
 from benchmarks._load_clients import Annotator, annotate
 from benchmarks._load_server import Gunicorn
 from benchmarks.load import cpu_report, ms, round_trips_report
@@ -415,18 +415,7 @@ def main() -> None:
     )
     database = ExistingDatabase(args.pg_url, args.keep) if args.reuse else FreshDatabase("postgres", pg_url=args.pg_url)
     try:
-        started = time.perf_counter()
-        migrate = subprocess.run(
-            [PY, "manage.py", "migrate", "--noinput", "-v", "0"],
-            env=database.env(),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if migrate.returncode != 0:
-            sys.stderr.write(migrate.stdout + migrate.stderr)
-            raise SystemExit("migrate failed")
-        print(f"migrate: {time.perf_counter() - started:.1f}s")
+        print(f"migrate: {migrate(database.env()):.1f}s")
         if not args.reuse:
             fill = run_step("fill", database, [f"--{k}={getattr(args, k)}" for k in ("tasks", "sets", "annotators")])
             print("fill (rows, seconds): " + ", ".join(f"{k} {v[0]:,} {v[1]}s" for k, v in fill["timings"].items()))
