@@ -22,6 +22,7 @@ from labeling.services.priorities import (
 from labeling.services.queue import next_task_for
 from labeling.services.ranking import submit_ranking
 from tests.factories import AnnotatorFactory, prompt_set_with_tasks
+from tests.labeling.lease_plans import cte, explain_lease, index_scan
 from tests.labeling.test_concurrency import hammer
 
 # Both lease paths: the one statement (Postgres) and the step-by-step ORM path (SQLite's, which runs on Postgres too).
@@ -153,28 +154,6 @@ def test_concurrent_annotators_on_an_uncertainty_set_keep_every_queue_invariant(
     assert Ranking.objects.count() == 12 * 2  # drained
 
 
-def _explain(prompt_set: PromptSet, annotator) -> str:
-    params = {
-        "annotator": annotator.pk,
-        "prompt_set": prompt_set.pk,
-        "now": queue.clock.now(),
-        "until": queue.clock.now(),
-        "keys": [0.5] * 9,
-        "draw": 0.9,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + queue._LEASE_SQL_IN_SET, params)
-        return "\n".join(row[0] for row in cursor.fetchall())
-
-
-def _cte(plan: str, name: str) -> str:
-    """The lines of one CTE's subplan (up to the next CTE)."""
-    lines = plan.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip().startswith(f"CTE {name}"))
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip().startswith("CTE ")), len(lines))
-    return "\n".join(lines[start:end])
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the plan checked is Postgres's")
 def test_the_pick_walks_an_index_and_stops_at_the_first_free_task():
@@ -194,21 +173,19 @@ def test_the_pick_walks_an_index_and_stops_at_the_first_free_task():
         PromptSet.objects.filter(pk=prompt_set.pk).update(ordering=ordering)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE labeling_rankingtask")
-        plans[ordering] = _explain(prompt_set, AnnotatorFactory())
+        plans[ordering] = explain_lease(
+            queue._LEASE_SQL_IN_SET, annotator_id=AnnotatorFactory().pk, prompt_set_id=prompt_set.pk
+        )
     insertion, uncertainty = plans["insertion"], plans["uncertainty"]
     # Insertion order: today's pick, task_queue_idx walked and left at the first row; the uncertainty offer before
     # it reads the set's ordering once and never touches its index, though 3,000 of the set's tasks are in it.
-    assert "actual rows=1 loops=1" in _index_scan(_cte(insertion, "ordinary"), "task_queue_idx")
-    assert "Sort" not in _cte(insertion, "ordinary")
-    assert "never executed" in _index_scan(_cte(insertion, "by_priority"), "task_priority_queue_idx")
+    assert "actual rows=1 loops=1" in index_scan(cte(insertion, "ordinary"), "task_queue_idx")
+    assert "Sort" not in cte(insertion, "ordinary")
+    assert "never executed" in index_scan(cte(insertion, "by_priority"), "task_priority_queue_idx")
     # Uncertainty order: the priority index walked and left at the first row, no sort; the ordinary offer not run.
-    assert "actual rows=1 loops=1" in _index_scan(_cte(uncertainty, "by_priority"), "task_priority_queue_idx")
-    assert "Sort" not in _cte(uncertainty, "by_priority")
-    assert "never executed" in _index_scan(_cte(uncertainty, "ordinary"), "task_queue_idx")
-
-
-def _index_scan(plan: str, index: str) -> str:
-    return next(line for line in plan.splitlines() if f"Index Scan using {index} " in line)
+    assert "actual rows=1 loops=1" in index_scan(cte(uncertainty, "by_priority"), "task_priority_queue_idx")
+    assert "Sort" not in cte(uncertainty, "by_priority")
+    assert "never executed" in index_scan(cte(uncertainty, "ordinary"), "task_queue_idx")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -16,6 +16,7 @@ from labeling.services.importing import import_file
 from labeling.services.queue import next_task_for
 from labeling.services.ranking import submit_ranking
 from tests.factories import AnnotatorFactory, prompt_set_with_tasks
+from tests.labeling.lease_plans import cte, explain_lease, index_scan
 
 LEASE_PATHS = ["one statement", "step by step"]
 
@@ -141,35 +142,12 @@ def test_the_pick_across_sets_walks_each_sets_index_instead_of_sorting_every_tas
         sets.append(prompt_set)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE labeling_rankingtask")
-    annotator = AnnotatorFactory()
-    params = {
-        "annotator": annotator.pk,
-        "prompt_set": None,
-        "now": queue.clock.now(),
-        "until": queue.clock.now(),
-        "keys": [0.5] * 9,
-        "draw": 0.9,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + queue._LEASE_SQL_ANY_SET, params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = explain_lease(queue._LEASE_SQL_ANY_SET, annotator_id=AnnotatorFactory().pk, prompt_set_id=None)
 
     # The sort over every set's tasks is there as the fallback, and never runs.
     task_reads = [line for line in plan.splitlines() if "Seq Scan on labeling_rankingtask" in line]
-    assert task_reads and all("never executed" in line for line in task_reads)
-    assert "actual rows=1 loops=3" in _index_scan(_cte(plan, "first_set"), "task_queue_idx")
-    assert "actual rows=1 loops=1" in _index_scan(_cte(plan, "in_first_set"), "task_queue_idx")
-    assert "never executed" in _cte(plan, "in_any_set").splitlines()[1]
+    assert all("never executed" in line for line in task_reads)
+    assert "actual rows=1 loops=3" in index_scan(cte(plan, "first_set"), "task_queue_idx")
+    assert "actual rows=1 loops=1" in index_scan(cte(plan, "in_first_set"), "task_queue_idx")
+    assert "never executed" in cte(plan, "in_any_set").splitlines()[1]
     assert RankingTask.objects.get(active_count=1).pk == _task_ids(sets[0])[0]
-
-
-def _cte(plan: str, name: str) -> str:
-    """The lines of one CTE's subplan (up to the next CTE)."""
-    lines = plan.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip().startswith(f"CTE {name}"))
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip().startswith("CTE ")), len(lines))
-    return "\n".join(lines[start:end])
-
-
-def _index_scan(plan: str, index: str) -> str:
-    return next(line for line in plan.splitlines() if f"Index Scan using {index} " in line)
